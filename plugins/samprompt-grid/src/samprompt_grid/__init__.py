@@ -1,0 +1,1 @@
+"""Example samprompt plugin providing the ``grid-points`` prompt strategy."""

@@ -1,0 +1,360 @@
+"""The ``samprompt`` command line. Run ``samprompt COMMAND --help`` for each command's options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+from PIL import Image
+
+from samprompt import __version__
+from samprompt.config import FinetuneConfig
+from samprompt.data.readers import (
+    FolderDataset,
+    ImageFolder,
+    MontgomeryDataset,
+    PairedDataset,
+    ShenzhenDataset,
+)
+from samprompt.data.sample import Dataset
+from samprompt.data.splits import train_val_test_split
+from samprompt.embeddings import EmbeddingCache, default_cache_dir
+from samprompt.errors import PromptError, RandomWeightsWarning, SampromptError
+from samprompt.evaluate import Evaluator
+from samprompt.finetune import Finetuner
+from samprompt.model import LoadedSam, load_sam
+from samprompt.plugins import get_strategy, strategy_table
+from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.report import plot_learning_curve, write_metrics
+from samprompt.segmenter import MeanMaskPrior, SamSegmenter
+
+__all__ = ["build_parser", "main"]
+
+FORMATS = {"folder": FolderDataset, "montgomery": MontgomeryDataset, "shenzhen": ShenzhenDataset}
+EPILOG = """\
+checkpoints (--checkpoint): a path to an official SAM file (sam_vit_b_01ec64.pth, vit_l, vit_h),
+a MedSAM-style file, or random:tiny / random:vit_b / random:vit_l / random:vit_h for random weights
+(for tests only: their numbers say nothing about SAM).
+"""
+
+
+def _load_dataset(path: str, fmt: str, skip_invalid: bool) -> PairedDataset:
+    return FORMATS[fmt](path, skip_invalid=skip_invalid)
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SampromptError(f"--prompt-param expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _strategy(args: argparse.Namespace) -> PromptStrategy:
+    return get_strategy(args.prompt, **_parse_params(args.prompt_param))
+
+
+def _cache(args: argparse.Namespace) -> EmbeddingCache:
+    return EmbeddingCache(args.cache, batch_size=args.embed_batch_size, precision=args.precision,
+                          progress=not args.quiet)
+
+
+def _config(args: argparse.Namespace, model: LoadedSam) -> FinetuneConfig:
+    lr = args.lr if args.lr is not None else (1e-4 if model.is_random else 1e-5)
+    return FinetuneConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
+        loss=args.loss, seed=args.seed, device=args.device, precision=args.precision,
+        patience=args.patience, eval_resolution=args.resolution,
+    )
+
+
+def _notes(model: LoadedSam, strategy: PromptStrategy, resolution: str) -> list[str]:
+    notes = []
+    if model.is_random:
+        notes.append(f"**RANDOM WEIGHTS ({model.spec}): these numbers are not meaningful about SAM.**")
+    notes.append(f"checkpoint: {model.spec} (SAM {model.variant}, sha256 {model.sha256})")
+    oracle = " — ORACLE: prompts built from ground-truth masks at test time" if strategy.needs_mask_at_inference else ""
+    notes.append(f"prompt strategy: {strategy.name}{oracle}")
+    notes.append(f"evaluation resolution: {'256x256 low-res frame' if resolution == 'low' else 'original image size'}")
+    notes.append(f"samprompt {__version__}")
+    return notes
+
+
+# ---------------------------------------------------------------- commands
+def cmd_plugins(args: argparse.Namespace) -> int:
+    print(strategy_table())
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    model = load_sam(args.checkpoint, seed=args.seed)
+    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    cache = _cache(args)
+    tick = time.perf_counter()
+    cache.embed(model, data, device=args.device)
+    seconds = time.perf_counter() - tick
+    s = cache.stats
+    print(f"{len(data)} images: {s.hits} cached, {s.misses} computed ({seconds:.1f} s) in {cache.root}")
+    return 0
+
+
+def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, out: Path) -> int:
+    strategy = _strategy(args)
+    config = _config(args, model)
+    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
+    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+    cache = _cache(args)
+    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet)
+    result = tuner.fit(train, val, resume=args.resume)
+    plot_learning_curve([attrs.asdict(r) for r in result.history], out / "learning_curve.png")
+    evaluator = Evaluator(config.eval_resolution)
+    scores = evaluator.evaluate(result.segmenter, test)
+    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
+    metrics = scores.to_dict() | {
+        "prior_f1_mean": prior.f1_mean, "prior_f1_std": prior.f1_std,
+        "prior_iou_mean": prior.iou_mean, "prior_iou_std": prior.iou_std,
+        "split": {"train": len(train), "val": len(val), "test": len(test), "seed": args.seed},
+        "best_epoch": result.best_epoch, "oracle": bool(strategy.needs_mask_at_inference),
+    }
+    write_metrics(out, metrics, "Fine-tuned SAM mask decoder: test split",
+                  _notes(model, strategy, config.eval_resolution) + [f"best epoch {result.best_epoch}, threshold {result.threshold} (chosen on validation)"])
+    print(f"test F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f}, IoU {scores.iou_mean:.4f} ± {scores.iou_std:.4f} "
+          f"(mean-mask prior F1 {prior.f1_mean:.4f}); model and report in {out}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    model = load_sam(args.checkpoint, seed=args.seed)
+    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    return _fit_and_report(args, model, data, Path(args.out))
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from samprompt.protocols import cross_validate
+
+    model = load_sam(args.checkpoint, seed=args.seed)
+    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    strategy = _strategy(args)
+    config = None if args.zero_shot else _config(args, model)
+    out = Path(args.out)
+    result = cross_validate(data, model, strategy, config, k=args.folds, seed=args.seed,
+                            cache=_cache(args), out_dir=out, progress=not args.quiet)
+    metrics = result.to_dict()
+    title = f"{args.folds}-fold cross-validation ({'zero-shot' if config is None else 'fine-tuned'})"
+    write_metrics(out, metrics, title, _notes(model, strategy, args.resolution) + ["mean ± std over folds of the fold means"])
+    s = result.summary()
+    print(f"F1 {s['f1_mean']:.4f} ± {s['f1_std']:.4f}, IoU {s['iou_mean']:.4f} ± {s['iou_std']:.4f} over "
+          f"{args.folds} folds (mean-mask prior F1 {s['prior_f1_mean']:.4f}); report in {out}")
+    return 0
+
+
+def _load_any_model(folder: str, checkpoint: str | None, cache: EmbeddingCache, device: str) -> Any:
+    from samprompt.saved import read_model_json
+
+    kind = read_model_json(folder).get("kind")
+    if kind == "unet":
+        from samprompt.baselines import load_unet_model
+
+        return load_unet_model(folder, device=device)
+    return Finetuner.load(folder, checkpoint, cache=cache, device=device)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
+    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    result = Evaluator(args.resolution).evaluate(model, data, args.threshold)
+    notes = [f"model: {args.model}", f"data: {args.data} ({len(data)} images)"]
+    if isinstance(model, SamSegmenter):
+        notes = _notes(model.model, model.strategy, args.resolution) + notes
+    write_metrics(args.out, result.to_dict(), "Evaluation", notes)
+    print(f"F1 {result.f1_mean:.4f} ± {result.f1_std:.4f}, IoU {result.iou_mean:.4f} ± {result.iou_std:.4f} "
+          f"on {len(data)} images; report in {args.out}")
+    return 0
+
+
+def _boxes(path: str | None, data: Dataset) -> dict[str, Prompt]:
+    if path is None:
+        return {}
+    raw = json.loads(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise PromptError(f"{path}: expected a JSON object {{id: [[x0, y0, x1, y1], ...]}}")
+    sizes = {s.id: s.size for s in data}
+    prompts = {}
+    for ident, boxes in raw.items():
+        if ident not in sizes:
+            raise PromptError(f"{path}: id {ident!r} is not among the images")
+        entry = boxes if isinstance(boxes, dict) else {"boxes": boxes}
+        prompts[ident] = Prompt(sizes[ident], boxes=entry.get("boxes"), points=entry.get("points"),
+                                point_labels=entry.get("point_labels"))
+    return prompts
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
+    data = ImageFolder(args.images, skip_invalid=args.skip_invalid)
+    if isinstance(model, SamSegmenter):
+        model.prompts = _boxes(args.boxes, data)
+        missing = [i for i in data.ids if i not in model.prompts]
+        if model.strategy.needs_mask_at_inference and missing:
+            raise PromptError(
+                f"strategy {model.strategy.name!r} takes its boxes from ground-truth masks, which new "
+                f"images do not have; pass --boxes FILE.json with boxes for {len(missing)} image(s), "
+                f"e.g. {missing[:3]}"
+            )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for sample, prob in zip(data, model.predict_proba(data, resolution="original"), strict=True):
+        mask = (prob >= (args.threshold if args.threshold is not None else model.threshold)).astype(np.uint8) * 255
+        tmp = out / f".{sample.id}.png.tmp"
+        Image.fromarray(mask).save(tmp, format="PNG")
+        tmp.replace(out / f"{sample.id}.png")
+        count += 1
+    print(f"wrote {count} masks (0/255 PNG, each at its image's size) to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from samprompt.demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, n_images=args.images, progress=not args.quiet)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--format", choices=sorted(FORMATS), default="folder",
+                   help="layout: folder = DIR/images/<id>.png + DIR/masks/<id>.png (default); "
+                        "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
+                        "shenzhen = CXR_png + mask/<id>_mask.png")
+    p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
+
+
+def _run_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+    p.add_argument("--checkpoint", required=checkpoint_required, default=None,
+                   help="SAM checkpoint path or random:<variant> spec")
+    p.add_argument("--cache", default=str(default_cache_dir()), help="embedding cache folder (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype (default fp32)")
+    p.add_argument("--embed-batch-size", type=int, default=1, help="images per encoder call (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)")
+    p.add_argument("--resolution", choices=["low", "original"], default="low",
+                   help="evaluate in the 256x256 low-res frame (the paper, default) or at image size")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default="mean-points", help="prompt strategy (see `samprompt plugins`; default mean-points)")
+    p.add_argument("--prompt-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy parameter, value read as JSON when it parses (repeatable)")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100, the paper)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 1e-5 for real checkpoints, the paper; 1e-4 for random: specs)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--loss", choices=["dice_focal", "dice_ce"], default="dice_focal", help="MONAI loss (default dice_focal)")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``samprompt`` command (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="samprompt",
+        description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary medical "
+                    "image segmentation. Image embeddings are computed once and cached.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="end-to-end run on synthetic phantoms with random:tiny (about a minute)",
+                       description="Fit, sweep the threshold, evaluate and report on synthetic chest phantoms "
+                                   "with a tiny random-weight SAM. Needs no data and no weights.")
+    p.add_argument("--out", default="samprompt-demo", help="output folder (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    p.add_argument("--images", type=int, default=40, help="number of phantom images (default 40)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plugins", help="list installed prompt strategies and where they come from")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("embed", help="compute and cache image embeddings", epilog=EPILOG)
+    _data_args(p)
+    _run_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("finetune", help="fine-tune the mask decoder on a 60/20/20 split", epilog=EPILOG,
+                       description="Train on 60%%, pick epoch and threshold on 20%%, report on the last 20%%. "
+                                   "Writes a model folder (decoder.safetensors, model.json), metrics.json, "
+                                   "summary.md and learning_curve.png.")
+    _data_args(p)
+    _run_args(p)
+    _train_args(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation (the paper's protocol)", epilog=EPILOG)
+    _data_args(p)
+    _run_args(p)
+    _train_args(p)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds")
+    p.add_argument("--out", required=True, help="output folder (one resumable sub-folder per fold)")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("evaluate", help="score a saved model on a labelled dataset", epilog=EPILOG)
+    p.add_argument("--model", required=True, help="model folder from finetune (or baseline unet)")
+    _data_args(p)
+    _run_args(p, checkpoint_required=False)
+    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write binary masks for new images", epilog=EPILOG,
+                       description="Writes <id>.png masks (0/255) at each image's own size.")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--images", required=True, help="folder of images (or DIR/images)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip unreadable images")
+    p.add_argument("--boxes", default=None,
+                   help='JSON {"<id>": [[x0, y0, x1, y1], ...]} for strategies that need boxes at inference')
+    _run_args(p, checkpoint_required=False)
+    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``samprompt`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+        return code
+    except SampromptError as exc:
+        print(f"samprompt: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Training configuration: a frozen, validated attrs class."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from samprompt.errors import ConfigError
+
+__all__ = ["FinetuneConfig"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise ConfigError(f"{attribute.name} must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def _thresholds(instance: object, attribute: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
+    if not value or any(not 0.0 < t < 1.0 for t in value):
+        raise ConfigError(f"thresholds must be non-empty and inside (0, 1), got {value!r}")
+
+
+@attrs.frozen
+class FinetuneConfig:
+    """How the mask decoder is trained (defaults follow Carvalho & Almeida, CIARP 2024).
+
+    Parameters
+    ----------
+    epochs : int
+        Training epochs (100).
+    batch_size : int
+        Images per step (8).
+    lr : float
+        Adam learning rate (1e-5, the paper's choice for a *pretrained* decoder; a decoder with
+        random weights, as with ``random:`` specs, wants about 1e-4).
+    weight_decay : float
+        Adam weight decay (0, the paper's grid-search choice).
+    optimizer : {"adam", "adamw"}
+        Optimiser (Adam in the paper).
+    loss : {"dice_focal", "dice_ce"}
+        MONAI ``DiceFocalLoss`` (the paper) or ``DiceCELoss``, both with sigmoid on logits.
+    lambda_dice, lambda_other : float
+        Weights of the Dice term and of the focal (or cross-entropy) term (1 and 1).
+    seed : int
+        Seeds shuffling and training prompts: the same seed gives the same weights on CPU.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    precision : {"fp32", "bf16"}
+        ``bf16`` autocast for the decoder step.
+    checkpoint_every : int
+        Write a resumable checkpoint every N epochs (1); 0 disables checkpoints.
+    patience : int or None
+        Stop when validation loss has not improved for this many epochs; None (default) never.
+    keep_best : bool
+        Restore the decoder of the epoch with the lowest validation loss at the end (True).
+    multimask_output : bool
+        Train SAM's single-mask output (False, the paper) or its best-of-three output.
+    thresholds : tuple of float
+        Thresholds swept on validation after training (0.50-0.70, step 0.05).
+    eval_resolution : {"low", "original"}
+        Resolution of the sweep and of reported metrics ("low": 256x256, the paper).
+    """
+
+    epochs: int = attrs.field(default=100, validator=_positive)
+    batch_size: int = attrs.field(default=8, validator=_positive)
+    lr: float = attrs.field(default=1e-5, validator=_positive)
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    optimizer: str = attrs.field(default="adam", validator=_one_of("adam", "adamw"))
+    loss: str = attrs.field(default="dice_focal", validator=_one_of("dice_focal", "dice_ce"))
+    lambda_dice: float = attrs.field(default=1.0, validator=_non_negative)
+    lambda_other: float = attrs.field(default=1.0, validator=_non_negative)
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = attrs.field(default="fp32", validator=_one_of("fp32", "bf16"))
+    checkpoint_every: int = attrs.field(default=1, validator=_non_negative)
+    patience: int | None = None
+    keep_best: bool = True
+    multimask_output: bool = False
+    thresholds: tuple[float, ...] = attrs.field(
+        default=(0.5, 0.55, 0.6, 0.65, 0.7), converter=tuple, validator=_thresholds
+    )
+    eval_resolution: str = attrs.field(default="low", validator=_one_of("low", "original"))
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
+            raise ConfigError("epochs and batch_size must be integers")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.lambda_dice == 0 and self.lambda_other == 0:
+            raise ConfigError("lambda_dice and lambda_other cannot both be 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        data = attrs.asdict(self)
+        data["thresholds"] = list(self.thresholds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> FinetuneConfig:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)

@@ -1,0 +1,76 @@
+"""Deterministic splits: 60/20/20 train/val/test and k-fold cross-validation."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from samprompt.errors import ConfigError
+
+__all__ = ["Split", "cv_splits", "kfold_indices", "train_val_test_split"]
+
+
+@attrs.frozen(eq=False)
+class Split:
+    """Positions of the train, validation and test samples of one split (disjoint)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def train_val_test_split(
+    n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> Split:
+    """Split ``range(n)`` at random (seeded) into train/val/test by ``fractions``.
+
+    The sizes are ``round(n * val)`` and ``round(n * test)``; train takes the rest.
+
+    Examples
+    --------
+    >>> s = train_val_test_split(10, seed=0)
+    >>> len(s.train), len(s.val), len(s.test)
+    (6, 2, 2)
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if n < 3:
+        raise ConfigError(f"need at least 3 samples to split, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
+    return Split(
+        train=np.sort(order[n_val + n_test :]),
+        val=np.sort(order[:n_val]),
+        test=np.sort(order[n_val : n_val + n_test]),
+    )
+
+
+def kfold_indices(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """Partition ``range(n)`` into ``k`` seeded folds of near-equal size (sorted positions)."""
+    if k < 2 or k > n:
+        raise ConfigError(f"k must be between 2 and the number of samples ({n}), got {k}")
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(fold) for fold in np.array_split(order, k)]
+
+
+def cv_splits(n: int, k: int = 5, seed: int = 0) -> list[Split]:
+    """The k-fold protocol: fold ``i`` tests on fold ``i``, validates on fold ``(i + 1) % k`` and
+    trains on the other ``k - 2`` folds.
+
+    With ``k = 5`` every split is 60/20/20, each sample is tested exactly once and validated
+    exactly once over the five splits. ``k = 2`` keeps half for testing and splits the other half
+    80/20 into train and validation.
+    """
+    folds = kfold_indices(n, k, seed)
+    splits = []
+    for i, test in enumerate(folds):
+        if k == 2:
+            rest = folds[1 - i]
+            n_val = max(1, round(len(rest) * 0.2))
+            order = np.random.default_rng(seed + 1 + i).permutation(rest)
+            splits.append(Split(np.sort(order[n_val:]), np.sort(order[:n_val]), test))
+            continue
+        val = folds[(i + 1) % k]
+        train = np.sort(np.concatenate([f for j, f in enumerate(folds) if j not in (i, (i + 1) % k)]))
+        splits.append(Split(train, val, test))
+    return splits

@@ -1,0 +1,352 @@
+"""The :class:`Finetuner`: trains SAM's mask decoder only, on cached image embeddings.
+
+Per step: embeddings come memory-mapped from the :class:`~samprompt.embeddings.EmbeddingCache`,
+prompts from the strategy, targets are the masks at 256x256, and the frozen prompt encoder plus
+the trainable mask decoder run in one batched forward (:func:`~samprompt.decoder.decode_low_res`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from monai.losses import DiceCELoss, DiceFocalLoss
+from tqdm.auto import tqdm
+
+from samprompt.config import FinetuneConfig
+from samprompt.data.preprocess import low_res_target
+from samprompt.data.sample import Dataset, as_dataset
+from samprompt.decoder import decode_low_res
+from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
+from samprompt.errors import CheckpointError, SampromptError
+from samprompt.evaluate import Evaluator, SweepResult
+from samprompt.hashing import tensors_sha256
+from samprompt.metrics import f1_iou
+from samprompt.model import LoadedSam
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.saved import save_sam_model
+from samprompt.segmenter import SamSegmenter
+
+__all__ = ["EpochRecord", "FitResult", "Finetuner"]
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+@attrs.frozen
+class EpochRecord:
+    """Losses and validation F1 (threshold 0.5, low-res) after one epoch."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_f1: float
+    seconds: float
+
+
+@attrs.define(eq=False)
+class FitResult:
+    """What :meth:`Finetuner.fit` returns.
+
+    Attributes
+    ----------
+    history : list of EpochRecord
+        One record per epoch trained (including epochs before a resume).
+    best_epoch : int
+        Epoch (1-based) with the lowest validation loss; its decoder is kept when
+        ``config.keep_best``.
+    threshold : float
+        Threshold chosen on validation by the sweep.
+    sweep : SweepResult
+        The validation sweep.
+    segmenter : SamSegmenter
+        The fine-tuned model, ready for :class:`~samprompt.Evaluator` or prediction.
+    strategy_state : dict
+        The fitted strategy's ``state_dict()``.
+    """
+
+    history: list[EpochRecord]
+    best_epoch: int
+    threshold: float
+    sweep: SweepResult
+    segmenter: SamSegmenter
+    strategy_state: dict[str, Any]
+
+    @property
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        """The fine-tuned mask decoder's weights."""
+        return dict(self.segmenter.model.sam.mask_decoder.state_dict())
+
+
+def _loss_function(config: FinetuneConfig) -> torch.nn.Module:
+    if config.loss == "dice_ce":
+        return DiceCELoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other)
+    return DiceFocalLoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other)
+
+
+class Finetuner:
+    """Fine-tunes only SAM's mask decoder with a prompt strategy.
+
+    Parameters
+    ----------
+    model : LoadedSam
+        From :func:`samprompt.load_sam`; its decoder is trained in place.
+    strategy : PromptStrategy
+        Makes training and inference prompts; fitted on the training split by :meth:`fit`.
+    config : FinetuneConfig, optional
+        Training settings (defaults: the paper's).
+    cache : EmbeddingCache, optional
+        Embedding cache (default: the user cache folder, see
+        :func:`samprompt.embeddings.default_cache_dir`).
+    out_dir : str or pathlib.Path, optional
+        Run folder: checkpoints, then the saved model (``decoder.safetensors`` + ``model.json``).
+    progress : bool
+        Show progress bars.
+
+    Examples
+    --------
+    >>> from samprompt import Finetuner, FinetuneConfig, get_strategy, load_sam
+    >>> from samprompt.data import make_phantoms
+    >>> data = make_phantoms(12, 128)
+    >>> tuner = Finetuner(load_sam("random:tiny"), get_strategy("mean-points"),
+    ...                   FinetuneConfig(epochs=2, lr=1e-4), progress=False)  # doctest: +SKIP
+    >>> result = tuner.fit(data[:8], data[8:])  # doctest: +SKIP
+    >>> len(result.history)  # doctest: +SKIP
+    2
+    """
+
+    def __init__(
+        self,
+        model: LoadedSam,
+        strategy: PromptStrategy,
+        config: FinetuneConfig | None = None,
+        *,
+        cache: EmbeddingCache | None = None,
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.config = config or FinetuneConfig()
+        self.cache = cache or EmbeddingCache(progress=progress)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.on_epoch_end: list[Callable[[EpochRecord], None]] = []
+
+    # ------------------------------------------------------------------ steps
+    def _batch(
+        self, dataset: Dataset, index: EmbeddingIndex, positions: Sequence[int], epoch: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets of a batch; ``epoch=None`` uses inference prompts."""
+        side = self.model.low_res_size
+        samples = [dataset[i] for i in positions]
+        if epoch is None:
+            prompts = [self.strategy.inference_prompt(s) for s in samples]
+        else:
+            prompts = [
+                self.strategy.training_prompt(s, np.random.default_rng([self.config.seed, epoch, int(i)]))
+                for s, i in zip(samples, positions, strict=True)
+            ]
+        targets = torch.from_numpy(np.stack([low_res_target(s.require_mask(), side) for s in samples]))
+        targets = targets[:, None].float().to(self.config.device)
+        embeddings = index.load(positions, self.config.device)
+        logits = decode_low_res(
+            self.model.sam, embeddings, prompts, multimask_output=self.config.multimask_output
+        )
+        return logits, targets
+
+    def _autocast(self) -> Any:
+        if self.config.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(self.config.device).type, dtype=torch.bfloat16)
+
+    def _validate(self, val: Dataset, index: EmbeddingIndex, loss_fn: torch.nn.Module) -> tuple[float, float]:
+        losses, f1s, sizes = [], [], []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(val), self.config.batch_size):
+                positions = list(range(start, min(start + self.config.batch_size, len(val))))
+                logits, targets = self._batch(val, index, positions, None)
+                logits = logits.float()
+                losses.append(float(loss_fn(logits, targets)))
+                sizes.append(len(positions))
+                f1, _ = f1_iou((logits > 0).cpu()[:, 0], targets.bool().cpu()[:, 0])
+                f1s.extend(f1.tolist())
+        return float(np.average(losses, weights=sizes)), float(np.mean(f1s))
+
+    # ------------------------------------------------------------ checkpoint
+    def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.out_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT).is_file():
+            return None
+        path = self.out_dir / CHECKPOINT
+        try:
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: unreadable training checkpoint ({exc})") from exc
+        if state.get("config") != self.config.to_dict():
+            raise CheckpointError(
+                f"{path}: was written with another configuration; use a new --out folder or the "
+                f"same settings (checkpoint: {state.get('config')})"
+            )
+        if state.get("base_sha256") != self.model.sha256:
+            raise CheckpointError(f"{path}: was trained from another base checkpoint")
+        return state
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, train: Dataset | Sequence[Any], val: Dataset | Sequence[Any], *, resume: bool = False) -> FitResult:
+        """Fit the strategy on ``train``, train the decoder, pick the threshold on ``val``.
+
+        Parameters
+        ----------
+        train, val : Dataset or sequence of Sample
+            Training and validation samples (with masks). The strategy sees ``train`` only.
+        resume : bool
+            Continue from ``out_dir/checkpoint.pt`` when present. On CPU the result equals an
+            uninterrupted run with the same seed.
+
+        Returns
+        -------
+        FitResult
+        """
+        cfg = self.config
+        train_ds, val_ds = as_dataset(train), as_dataset(val)
+        if len(train_ds) == 0 or len(val_ds) == 0:
+            raise SampromptError(f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}")
+        sam = self.model.sam.to(cfg.device)
+        decoder = sam.mask_decoder
+        state = self._load_checkpoint() if resume else None
+        if state is not None:
+            self.strategy.load_state_dict(state["strategy_state"])
+        else:
+            self.strategy.fit(train_ds)
+        train_index = self.cache.embed(self.model, train_ds, device=cfg.device)
+        val_index = self.cache.embed(self.model, val_ds, device=cfg.device)
+        encoder_hash = tensors_sha256(sam.image_encoder.state_dict())
+        prompt_encoder_before = copy.deepcopy(sam.prompt_encoder.state_dict())
+
+        params = [p for p in decoder.parameters() if p.requires_grad]
+        optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optim_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        loss_fn = _loss_function(cfg)
+        history: list[EpochRecord] = []
+        best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())
+        start_epoch = 0
+        if state is not None:
+            decoder.load_state_dict(state["decoder"])
+            optimizer.load_state_dict(state["optimizer"])
+            history = [EpochRecord(**r) for r in state["history"]]
+            best_loss, best_epoch = state["best_loss"], state["best_epoch"]
+            best_state = state["best_decoder"]
+            start_epoch = state["epoch"]
+            logger.info("resuming %s after epoch %d", self.out_dir, start_epoch)
+
+        stale = 0 if not history else start_epoch - best_epoch
+        bar = tqdm(range(start_epoch, cfg.epochs), desc="fine-tuning", unit="epoch",
+                   initial=start_epoch, total=cfg.epochs, disable=not self.progress)
+        for epoch in bar:
+            if cfg.patience is not None and stale >= cfg.patience:
+                logger.info("early stop after epoch %d (patience %d)", epoch, cfg.patience)
+                break
+            tick = time.perf_counter()
+            decoder.train()
+            order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            losses, sizes = [], []
+            for start in range(0, len(order), cfg.batch_size):
+                positions = order[start : start + cfg.batch_size].tolist()
+                with self._autocast():
+                    logits, targets = self._batch(train_ds, train_index, positions, epoch)
+                    loss = loss_fn(logits.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                sizes.append(len(positions))
+            self._check_frozen(prompt_encoder_before)
+            decoder.eval()
+            val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
+            record = EpochRecord(epoch + 1, float(np.average(losses, weights=sizes)), val_loss, val_f1,
+                                 time.perf_counter() - tick)
+            history.append(record)
+            bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}")
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_state, stale = val_loss, epoch + 1, copy.deepcopy(decoder.state_dict()), 0
+            else:
+                stale += 1
+            for callback in self.on_epoch_end:
+                callback(record)
+            if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+                self._save_checkpoint({
+                    "epoch": epoch + 1, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
+                    "history": [attrs.asdict(r) for r in history], "best_loss": best_loss,
+                    "best_epoch": best_epoch, "best_decoder": best_state,
+                    "strategy_state": _jsonable(self.strategy.state_dict()),
+                    "config": cfg.to_dict(), "base_sha256": self.model.sha256,
+                })
+        bar.close()
+        if tensors_sha256(sam.image_encoder.state_dict()) != encoder_hash:
+            raise SampromptError("internal error: the frozen image encoder changed during training")
+        if cfg.keep_best and best_epoch:
+            decoder.load_state_dict(best_state)
+        decoder.eval()
+        segmenter = SamSegmenter(self.model, self.strategy, self.cache, batch_size=cfg.batch_size,
+                                 device=cfg.device, precision=cfg.precision,
+                                 multimask_output=cfg.multimask_output)
+        sweep = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val_ds)
+        segmenter.threshold = sweep.best_threshold
+        result = FitResult(history, best_epoch or len(history), sweep.best_threshold, sweep, segmenter,
+                           _jsonable(self.strategy.state_dict()))
+        if self.out_dir is not None:
+            self.save(result, self.out_dir)
+        return result
+
+    def _check_frozen(self, before: dict[str, torch.Tensor]) -> None:
+        after = self.model.sam.prompt_encoder.state_dict()
+        if any(not torch.equal(before[k].to(after[k].device), after[k]) for k in before):
+            raise SampromptError("internal error: the frozen prompt encoder changed during training")
+
+    def save(self, result: FitResult, folder: str | Path) -> Path:
+        """Write the model folder (``decoder.safetensors``, ``model.json``, ``history.json``)."""
+        folder = Path(folder)
+        save_sam_model(
+            folder, self.model, self.strategy, threshold=result.threshold, config=self.config.to_dict(),
+            extra={"best_epoch": result.best_epoch, "sweep": result.sweep.rows()},
+        )
+        (folder / "history.json").write_text(json.dumps([attrs.asdict(r) for r in result.history], indent=2))
+        return folder
+
+    @staticmethod
+    def load(folder: str | Path, checkpoint: str | Path | None = None, *, cache: EmbeddingCache | None = None,
+             device: str = "cpu") -> SamSegmenter:
+        """Load a saved model folder onto its base SAM checkpoint.
+
+        Parameters
+        ----------
+        folder : str or pathlib.Path
+            A folder written by :meth:`save` (or ``samprompt finetune``).
+        checkpoint : str or pathlib.Path, optional
+            The base SAM checkpoint; default: the one recorded in ``model.json``. A checkpoint
+            whose sha256 differs from the recorded one is refused.
+        """
+        from samprompt.saved import load_sam_model
+
+        return load_sam_model(folder, checkpoint, cache=cache, device=device)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))

@@ -1,0 +1,39 @@
+"""The plugin contract: hook specifications a prompt-strategy plugin implements.
+
+A plugin is a module registered under the ``samprompt`` entry-point group, for example in its
+``pyproject.toml``::
+
+    [project.entry-points.samprompt]
+    my_strategies = "my_package.strategies"
+
+where ``my_package/strategies.py`` holds::
+
+    from samprompt.hookspecs import hookimpl
+
+    @hookimpl
+    def samprompt_prompt_strategies():
+        return [MyStrategy]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pluggy
+
+from samprompt.prompts.strategy import PromptStrategy
+
+__all__ = ["PROJECT", "hookimpl", "hookspec", "samprompt_prompt_strategies"]
+
+PROJECT = "samprompt"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def samprompt_prompt_strategies() -> Sequence[type[PromptStrategy]]:  # type: ignore[empty-body]
+    """Return the prompt-strategy classes this plugin provides.
+
+    Each class has a unique class attribute ``name`` (its registry name), builds with keyword
+    parameters only, and implements :class:`samprompt.PromptStrategy`.
+    """

@@ -1,0 +1,81 @@
+"""``combined``: the union of the prompts of several other strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from samprompt.data.sample import Sample
+from samprompt.errors import ConfigError
+from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.strategy import BaseStrategy, PromptStrategy
+
+__all__ = ["Combined"]
+
+
+class Combined(BaseStrategy):
+    """Points and boxes of several strategies together (default: mean points + perturbed box).
+
+    Parameters
+    ----------
+    strategies : sequence of str
+        Registered strategy names to combine (default ``("mean-points", "perturbed-box")``); any
+        installed plugin may be named.
+    params : mapping of str to mapping
+        Parameters passed to each named strategy, e.g.
+        ``{"perturbed-box": {"per_component": True}}``.
+
+    Each box is decoded with all the points, and the masks of the boxes are merged.
+    """
+
+    name = "combined"
+
+    def __init__(
+        self,
+        strategies: Sequence[str] = ("mean-points", "perturbed-box"),
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        from samprompt.plugins import get_strategy
+
+        names = [strategies] if isinstance(strategies, str) else list(strategies)
+        if not names or self.name in names:
+            raise ConfigError(f"combined needs other strategies to combine, got {names}")
+        self.strategies = names
+        self.child_params = {k: dict(v) for k, v in (params or {}).items()}
+        unknown = set(self.child_params) - set(names)
+        if unknown:
+            raise ConfigError(f"combined: params given for strategies not combined: {sorted(unknown)}")
+        self.children: list[PromptStrategy] = [
+            get_strategy(n, **self.child_params.get(n, {})) for n in names
+        ]
+
+    @property
+    def needs_mask_at_inference(self) -> bool:  # type: ignore[override]
+        """True when any combined strategy needs the mask at inference."""
+        return any(c.needs_mask_at_inference for c in self.children)
+
+    def params(self) -> dict[str, Any]:
+        return {"strategies": list(self.strategies), "params": self.child_params}
+
+    def fit(self, train: Iterable[Sample]) -> None:
+        """Fit each combined strategy on the same training samples."""
+        samples = train if isinstance(train, Sequence) else list(train)
+        for child in self.children:
+            child.fit(samples)
+
+    def training_prompt(self, sample: Sample, rng: np.random.Generator) -> Prompt:
+        return Prompt.merge([c.training_prompt(sample, rng) for c in self.children])
+
+    def inference_prompt(self, sample: Sample) -> Prompt:
+        return Prompt.merge([c.inference_prompt(sample) for c in self.children])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": self.params(), "fitted": {"children": [c.state_dict() for c in self.children]}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        params = state.get("params", {})
+        self.__init__(params.get("strategies", self.strategies), params.get("params"))  # type: ignore[misc]
+        for child, child_state in zip(self.children, state.get("fitted", {}).get("children", []), strict=False):
+            child.load_state_dict(child_state)

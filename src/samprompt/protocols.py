@@ -1,0 +1,210 @@
+"""The paper's protocols: k-fold cross-validation, cross-dataset tests and zero-shot SAM.
+
+Every protocol reports the mean-mask prior beside the model, so a result can be read against the
+floor any method must beat. With ``out_dir`` each fold is a resumable run folder: a fold whose
+``metrics.json`` exists is read back, not recomputed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from samprompt.config import FinetuneConfig
+from samprompt.data.sample import Dataset, as_dataset
+from samprompt.data.splits import Split, cv_splits, train_val_test_split
+from samprompt.embeddings import EmbeddingCache
+from samprompt.evaluate import EvalResult, Evaluator, eval_result_from_dict
+from samprompt.finetune import Finetuner
+from samprompt.metrics import summarize
+from samprompt.model import LoadedSam
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.saved import write_json_atomic
+from samprompt.segmenter import MeanMaskPrior, SamSegmenter
+
+__all__ = ["FoldResult", "ProtocolResult", "cross_dataset", "cross_validate", "zero_shot"]
+
+
+@attrs.frozen
+class FoldResult:
+    """One fold: test scores of the model and of the mean-mask prior, and the chosen threshold."""
+
+    fold: int
+    test: EvalResult
+    prior: EvalResult
+    threshold: float
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    history: tuple[dict[str, float], ...] = ()
+    sweep: tuple[dict[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON layout (``metrics.json`` of a fold folder)."""
+        data = self.test.to_dict()
+        data.update({
+            "fold": self.fold, "prior": self.prior.to_dict(), "train_ids": list(self.train_ids),
+            "val_ids": list(self.val_ids), "history": list(self.history), "sweep": list(self.sweep),
+        })
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(data["fold"]), eval_result_from_dict(data), eval_result_from_dict(data["prior"]),
+                   float(data["threshold"]), tuple(data["train_ids"]), tuple(data["val_ids"]),
+                   tuple(data.get("history", ())), tuple(data.get("sweep", ())))
+
+
+@attrs.frozen
+class ProtocolResult:
+    """Folds of a protocol and their aggregate: mean ± std over folds of the fold means (as the
+    paper reports), plus every per-image row."""
+
+    name: str
+    folds: tuple[FoldResult, ...]
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+    def _over_folds(self, key: str, prior: bool = False) -> tuple[float, float]:
+        values = [getattr(f.prior if prior else f.test, key) for f in self.folds]
+        return summarize(values)
+
+    def summary(self) -> dict[str, float]:
+        """``f1_mean``, ``f1_std``, ``iou_mean``, ``iou_std`` over folds, and the prior's."""
+        f1, iou = self._over_folds("f1_mean"), self._over_folds("iou_mean")
+        pf1, piou = self._over_folds("f1_mean", True), self._over_folds("iou_mean", True)
+        return {"f1_mean": f1[0], "f1_std": f1[1], "iou_mean": iou[0], "iou_std": iou[1],
+                "prior_f1_mean": pf1[0], "prior_f1_std": pf1[1], "prior_iou_mean": piou[0],
+                "prior_iou_std": piou[1]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` layout: summary keys, ``per_image`` rows (with fold) and folds."""
+        per_image = [dict(attrs.asdict(s), fold=f.fold) for f in self.folds for s in f.test.per_image]
+        thresholds = [f.threshold for f in self.folds]
+        return {"protocol": self.name, **self.summary(),
+                "threshold": thresholds[0] if len(set(thresholds)) == 1 else thresholds,
+                "resolution": self.folds[0].test.resolution, "n_folds": len(self.folds),
+                "meta": self.meta, "per_image": per_image, "folds": [f.to_dict() for f in self.folds]}
+
+
+def _run_fold(
+    fold: int,
+    dataset: Dataset,
+    split: Split,
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig | None,
+    cache: EmbeddingCache,
+    fold_dir: Path | None,
+    progress: bool,
+    initial_decoder: dict[str, Any],
+    test_dataset: Dataset | None = None,
+) -> FoldResult:
+    if fold_dir is not None and (fold_dir / "metrics.json").is_file():
+        return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
+    train, val = dataset.subset(split.train), dataset.subset(split.val)
+    test = test_dataset if test_dataset is not None else dataset.subset(split.test)
+    fold_strategy = copy.deepcopy(strategy)
+    model.sam.mask_decoder.load_state_dict(initial_decoder)
+    history: tuple[dict[str, float], ...] = ()
+    resolution = config.eval_resolution if config else "low"
+    evaluator = Evaluator(resolution, config.thresholds if config else (0.5,))
+    if config is not None:
+        tuner = Finetuner(model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress)
+        fit = tuner.fit(train, val, resume=True)
+        segmenter, threshold = fit.segmenter, fit.threshold
+        history = tuple(attrs.asdict(r) for r in fit.history)
+        sweep = tuple(fit.sweep.rows())
+    else:
+        fold_strategy.fit(train)
+        segmenter = SamSegmenter(model, fold_strategy, cache, multimask_output=True)
+        result = evaluator.threshold_sweep(segmenter, val) if len(evaluator.thresholds) > 1 else None
+        threshold = result.best_threshold if result else 0.5
+        sweep = tuple(result.rows()) if result else ()
+    test_result = evaluator.evaluate(segmenter, test, threshold)
+    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
+    out = FoldResult(fold, test_result, prior, threshold, tuple(train.ids), tuple(val.ids), history, sweep)
+    if fold_dir is not None:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(fold_dir / "metrics.json", out.to_dict())
+    return out
+
+
+def cross_validate(
+    dataset: Dataset | Sequence[Any],
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig | None,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    folds: Sequence[int] | None = None,
+    cache: EmbeddingCache | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ProtocolResult:
+    """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
+    validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
+
+    ``config=None`` evaluates the unmodified model (zero-shot) on the same folds. Each fold starts
+    from the model's decoder weights as they are when this is called.
+    """
+    data = as_dataset(dataset)
+    cache = cache or EmbeddingCache(progress=progress)
+    initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
+    root = Path(out_dir) if out_dir is not None else None
+    results = []
+    for i, split in enumerate(cv_splits(len(data), k, seed)):
+        if folds is not None and i not in folds:
+            continue
+        fold_dir = root / f"fold_{i}" if root is not None else None
+        results.append(_run_fold(i, data, split, model, strategy, config, cache, fold_dir, progress, initial))
+    model.sam.mask_decoder.load_state_dict(initial)
+    meta = {"k": k, "seed": seed, "strategy": strategy.name,
+            "oracle": bool(strategy.needs_mask_at_inference), "checkpoint": model.spec,
+            "sha256": model.sha256, "random_weights": model.is_random}
+    result = ProtocolResult("zero-shot" if config is None else "cross-validation", tuple(results), meta)
+    if root is not None:
+        write_json_atomic(root / "metrics.json", result.to_dict())
+    return result
+
+
+def zero_shot(dataset: Dataset | Sequence[Any], model: LoadedSam, strategy: PromptStrategy, **kwargs: Any) -> ProtocolResult:
+    """The unmodified SAM with ``strategy``'s prompts on the cross-validation folds (the strategy
+    is still fitted on each fold's training split). Takes :func:`cross_validate`'s keywords."""
+    return cross_validate(dataset, model, strategy, None, **kwargs)
+
+
+def cross_dataset(
+    train_dataset: Dataset | Sequence[Any],
+    test_dataset: Dataset | Sequence[Any],
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig,
+    *,
+    seed: int = 0,
+    cache: EmbeddingCache | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ProtocolResult:
+    """Train on one dataset (80% train, 20% validation) and test on all of another."""
+    data, test = as_dataset(train_dataset), as_dataset(test_dataset)
+    split = train_val_test_split(len(data), (0.8, 0.2, 0.0), seed)
+    cache = cache or EmbeddingCache(progress=progress)
+    initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
+    root = Path(out_dir) if out_dir is not None else None
+    fold = _run_fold(0, data, split, model, strategy, config, cache, root, progress, initial, test)
+    model.sam.mask_decoder.load_state_dict(initial)
+    meta = {"seed": seed, "strategy": strategy.name, "oracle": bool(strategy.needs_mask_at_inference),
+            "train_size": len(data), "test_size": len(test)}
+    return ProtocolResult("cross-dataset", (fold,), meta)
+
+
+def fold_means(result: ProtocolResult) -> np.ndarray:
+    """``(k, 2)`` mean F1 and IoU of each fold."""
+    return np.array([[f.test.f1_mean, f.test.iou_mean] for f in result.folds])

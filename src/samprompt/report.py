@@ -1,0 +1,112 @@
+"""Reports: ``metrics.json`` beside a Markdown summary, learning curves and mask overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from samprompt.saved import write_json_atomic
+
+__all__ = ["format_pm", "markdown_table", "plot_learning_curve", "plot_overlays", "write_metrics"]
+
+
+def format_pm(mean: float, std: float, digits: int = 3) -> str:
+    """``"0.912 ± 0.034"``."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_metrics(out_dir: str | Path, metrics: Mapping[str, Any], title: str, notes: Sequence[str] = ()) -> Path:
+    """Write ``metrics.json`` and ``summary.md`` (summary first, then the per-image table)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", dict(metrics))
+    lines = [f"# {title}", ""]
+    lines += [f"- {n}" for n in notes]
+    lines += ["", markdown_table(
+        ["metric", "mean ± std"],
+        [["F1 (Dice)", format_pm(metrics["f1_mean"], metrics["f1_std"])],
+         ["IoU", format_pm(metrics["iou_mean"], metrics["iou_std"])]],
+    )]
+    if "prior_f1_mean" in metrics:
+        lines += ["", "Mean-mask prior (the floor): F1 "
+                  + format_pm(metrics["prior_f1_mean"], metrics["prior_f1_std"])
+                  + ", IoU " + format_pm(metrics["prior_iou_mean"], metrics["prior_iou_std"])]
+    lines += ["", f"Threshold: {metrics.get('threshold')}; resolution: {metrics.get('resolution')}", "",
+              "## Per image", ""]
+    rows = metrics.get("per_image", [])
+    cols = [c for c in ("fold", "id", "f1", "iou") if rows and c in rows[0]]
+    lines.append(markdown_table(cols, [[f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]))
+    tmp = out / "summary.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out / "summary.md")
+    return out
+
+
+def plot_learning_curve(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "Learning curve") -> Path:
+    """Train and validation loss per epoch (left axis) and validation F1 (right axis)."""
+    path = Path(path)
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue", ms=3)
+    ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss", color="tab:orange", ms=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (Dice + focal)")
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(epochs, [h["val_f1"] for h in history], "^--", label="validation F1 (t=0.5)", color="tab:green", ms=3)
+    right.set_ylabel("validation F1")
+    right.set_ylim(0, 1)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    ax.legend(handles, labels, loc="center right")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_overlays(
+    items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]],
+    path: str | Path,
+    title: str,
+) -> Path:
+    """Image with ground truth (green contour) and prediction (red fill), one panel per item.
+
+    ``items`` holds ``(id, image, truth, prediction, f1)`` with image, truth and prediction in the
+    same pixel frame.
+    """
+    path = Path(path)
+    n = max(1, len(items))
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), dpi=110, squeeze=False)
+    for ax, (ident, image, truth, pred, f1) in zip(axes[0], items, strict=False):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        overlay = np.zeros((*pred.shape, 4))
+        overlay[pred] = (1.0, 0.1, 0.1, 0.35)
+        ax.imshow(overlay)
+        ax.contour(truth.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
+        ax.set_title(f"{ident}\nF1 {f1:.3f}", fontsize=8)
+        ax.axis("off")
+    for ax in axes[0][len(items):]:
+        ax.axis("off")
+    fig.suptitle(f"{title} — green: ground truth, red: prediction", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

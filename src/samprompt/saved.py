@@ -1,0 +1,105 @@
+"""Saved model folders: ``decoder.safetensors`` (mask decoder only) + ``model.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from samprompt import __version__
+from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import CheckpointError, CheckpointMismatchError
+from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
+from samprompt.prompts.strategy import PromptStrategy
+
+__all__ = ["read_model_json", "load_sam_model", "save_sam_model"]
+
+FORMAT = "samprompt-model"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def save_sam_model(
+    folder: str | Path,
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    *,
+    threshold: float,
+    config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``decoder.safetensors`` and ``model.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_decoder_weights(model.sam, folder / "decoder.safetensors", {"sam_sha256": model.sha256})
+    meta = {
+        "format": FORMAT,
+        "format_version": 1,
+        "kind": "sam",
+        "samprompt_version": __version__,
+        "sam": {"variant": model.variant, "checkpoint": model.spec, "sha256": model.sha256,
+                "random_weights": model.is_random},
+        "strategy": {"name": strategy.name, "state": strategy.state_dict(),
+                     "needs_mask_at_inference": bool(strategy.needs_mask_at_inference)},
+        "threshold": threshold,
+        "config": dict(config),
+        **dict(extra or {}),
+    }
+    write_json_atomic(folder / "model.json", meta)
+    return folder
+
+
+def read_model_json(folder: str | Path) -> dict[str, Any]:
+    """Read and check a model folder's ``model.json``."""
+    path = Path(folder) / "model.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; expected a folder written by samprompt finetune")
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a samprompt model (format {meta.get('format')!r})")
+    return meta
+
+
+def load_sam_model(
+    folder: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    cache: EmbeddingCache | None = None,
+    device: str = "cpu",
+) -> Any:
+    """Rebuild the fine-tuned :class:`~samprompt.segmenter.SamSegmenter` saved in ``folder``."""
+    from samprompt.plugins import get_strategy
+    from samprompt.segmenter import SamSegmenter
+
+    folder = Path(folder)
+    meta = read_model_json(folder)
+    if meta.get("kind") != "sam":
+        raise CheckpointError(f"{folder}: holds a {meta.get('kind')!r} model, not a fine-tuned SAM")
+    spec = checkpoint if checkpoint is not None else meta["sam"]["checkpoint"]
+    model = load_sam(spec)
+    if model.sha256 != meta["sam"]["sha256"]:
+        raise CheckpointMismatchError(
+            f"{folder}: the decoder was trained on base checkpoint {meta['sam']['checkpoint']} "
+            f"(sha256 {meta['sam']['sha256'][:12]}...), but {spec} has sha256 {model.sha256[:12]}...; "
+            "pass the same base checkpoint with --checkpoint"
+        )
+    load_decoder_weights(model.sam, folder / "decoder.safetensors")
+    strategy = get_strategy(meta["strategy"]["name"])
+    strategy.load_state_dict(meta["strategy"]["state"])
+    config = meta.get("config", {})
+    return SamSegmenter(
+        model.to(device), strategy, cache or EmbeddingCache(), threshold=float(meta["threshold"]),
+        batch_size=int(config.get("batch_size", 8)), device=device,
+        precision=str(config.get("precision", "fp32")),
+        multimask_output=bool(config.get("multimask_output", False)),
+    )

@@ -1,0 +1,225 @@
+"""Models that turn samples into foreground probabilities: fine-tuned or zero-shot SAM, and the
+mean-mask prior. The :class:`~samprompt.evaluate.Evaluator` scores any of them the same way.
+
+Resolutions: ``"low"`` is SAM's low-res frame cropped to the image (256x256 for a square image,
+as in the paper); ``"original"`` is each image's own size (logits upsampled bilinearly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from samprompt.data.preprocess import low_res_target, valid_shape
+from samprompt.data.sample import Dataset, Sample, as_dataset
+from samprompt.decoder import decode_low_res
+from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import ConfigError, PromptError
+from samprompt.model import LoadedSam
+from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.strategy import PromptStrategy
+
+__all__ = ["RESOLUTIONS", "MeanMaskPrior", "SamSegmenter", "Segmenter", "target_at"]
+
+RESOLUTIONS = ("low", "original")
+LOW_RES = 256
+
+
+def _check_resolution(resolution: str) -> None:
+    if resolution not in RESOLUTIONS:
+        raise ConfigError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+
+
+def target_at(mask: np.ndarray, resolution: str, low_res: int = LOW_RES) -> np.ndarray:
+    """Ground truth in the frame a prediction at ``resolution`` is scored in."""
+    _check_resolution(resolution)
+    if resolution == "original":
+        return mask
+    h, w = valid_shape(mask.shape[0], mask.shape[1], low_res)
+    return low_res_target(mask, low_res)[:h, :w]
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Anything the evaluator can score: yields one ``(H, W)`` probability map per sample."""
+
+    threshold: float
+
+    def predict_proba(self, samples: Dataset, *, resolution: str = "low") -> Iterator[np.ndarray]:
+        """Foreground probabilities in [0, 1], one float32 array per sample, in order."""
+        ...
+
+
+def _resize_probability(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    image = Image.fromarray(array.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+class MeanMaskPrior:
+    """Predicts the training split's mean mask for every image: the floor any method must beat.
+
+    Parameters
+    ----------
+    grid : int
+        Side of the unit-square grid the mean mask is averaged on.
+    threshold : float
+        Probability threshold (0.5: pixels that are foreground in most training masks).
+    """
+
+    name = "mean-mask"
+
+    def __init__(self, grid: int = LOW_RES, threshold: float = 0.5) -> None:
+        self.grid = grid
+        self.threshold = threshold
+        self.mean: np.ndarray | None = None
+
+    def fit(self, train: Iterable[Sample]) -> MeanMaskPrior:
+        """Average the training masks on the grid; returns self."""
+        total, count = np.zeros((self.grid, self.grid)), 0
+        for sample in train:
+            total += _resize_probability(sample.require_mask().astype(np.float32), self.grid, self.grid)
+            count += 1
+        if not count:
+            raise ConfigError("mean-mask prior: empty training split")
+        self.mean = (total / count).astype(np.float32)
+        return self
+
+    def predict_proba(self, samples: Dataset, *, resolution: str = "low") -> Iterator[np.ndarray]:
+        _check_resolution(resolution)
+        if self.mean is None:
+            raise ConfigError("mean-mask prior is not fitted")
+        for sample in samples:
+            h, w = sample.size
+            if resolution == "low":
+                h, w = valid_shape(h, w, LOW_RES)
+            yield _resize_probability(self.mean, h, w)
+
+
+class SamSegmenter:
+    """SAM (fine-tuned or not) with a prompt strategy, reading embeddings from the cache.
+
+    Parameters
+    ----------
+    model : LoadedSam
+        The model; its decoder holds the fine-tuned (or original) weights.
+    strategy : PromptStrategy
+        A fitted strategy that makes the inference prompts.
+    cache : EmbeddingCache
+        Where image embeddings are computed once and read back.
+    threshold : float
+        Probability threshold for :meth:`predict_masks` (chosen on validation by the finetuner).
+    batch_size : int
+        Images per decoder call.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    precision : {"fp32", "bf16"}
+        Autocast dtype of the decoder.
+    multimask_output : bool
+        See :func:`samprompt.decoder.decode_low_res`.
+    prompts : mapping of str to Prompt, optional
+        Prompts given by id (e.g. boxes from a JSON file) that replace the strategy's.
+    """
+
+    def __init__(
+        self,
+        model: LoadedSam,
+        strategy: PromptStrategy,
+        cache: EmbeddingCache,
+        *,
+        threshold: float = 0.5,
+        batch_size: int = 8,
+        device: str = "cpu",
+        precision: str = "fp32",
+        multimask_output: bool = False,
+        prompts: Mapping[str, Prompt] | None = None,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.cache = cache
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.multimask_output = multimask_output
+        self.prompts = dict(prompts or {})
+
+    def inference_prompt(self, sample: Sample) -> Prompt:
+        """The given prompt for this id, else the strategy's (which may need the mask)."""
+        if sample.id in self.prompts:
+            return self.prompts[sample.id]
+        if self.strategy.needs_mask_at_inference and sample.mask is None:
+            raise PromptError(
+                f"strategy {self.strategy.name!r} builds its prompt from the ground-truth mask "
+                f"(oracle), but sample {sample.id!r} has no mask; give its boxes explicitly "
+                "(samprompt predict --boxes FILE.json)"
+            )
+        return self.strategy.inference_prompt(sample)
+
+    def low_res_logits(self, samples: Dataset, *, progress: bool = False) -> Iterator[tuple[Sample, torch.Tensor]]:
+        """Yield ``(sample, logits)`` with ``(S, S)`` float32 CPU logits in the low-res frame."""
+        dataset = as_dataset(samples)
+        index = self.cache.embed(self.model, dataset, device=self.device)
+        sam = self.model.sam.to(self.device)
+        autocast = (
+            torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else nullcontext()
+        )
+        positions = list(range(len(dataset)))
+        bar = tqdm(total=len(dataset), desc="predicting", unit="img", disable=not progress)
+        for start in range(0, len(positions), self.batch_size):
+            chunk = positions[start : start + self.batch_size]
+            batch = [dataset[i] for i in chunk]
+            prompts = [self.inference_prompt(s) for s in batch]
+            with torch.inference_mode(), autocast:
+                logits = decode_low_res(
+                    sam, index.load(chunk, self.device), prompts, multimask_output=self.multimask_output
+                )
+            for sample, item in zip(batch, logits.float().cpu()[:, 0], strict=True):
+                yield sample, item
+            bar.update(len(chunk))
+        bar.close()
+
+    def predict_proba(
+        self, samples: Dataset, *, resolution: str = "low", progress: bool = False
+    ) -> Iterator[np.ndarray]:
+        _check_resolution(resolution)
+        side = self.model.low_res_size
+        for sample, logits in self.low_res_logits(samples, progress=progress):
+            h, w = valid_shape(*sample.size, side)
+            if resolution == "low":
+                crop = logits[:h, :w]
+                if side != LOW_RES:
+                    crop = F.interpolate(crop[None, None], valid_shape(*sample.size, LOW_RES), mode="bilinear", align_corners=False)[0, 0]
+                yield torch.sigmoid(crop).numpy()
+                continue
+            big = self.model.img_size
+            up = F.interpolate(logits[None, None], (big, big), mode="bilinear", align_corners=False)
+            hh, ww = valid_shape(*sample.size, big)
+            full = F.interpolate(up[..., :hh, :ww], sample.size, mode="bilinear", align_corners=False)
+            yield torch.sigmoid(full[0, 0]).numpy()
+
+    def predict_masks(self, samples: Dataset, *, resolution: str = "original", progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(id, mask)`` with bool masks at ``resolution`` (default: each image's size)."""
+        dataset = as_dataset(samples)
+        for sample, prob in zip(dataset, self.predict_proba(dataset, resolution=resolution, progress=progress), strict=True):
+            yield sample.id, prob >= self.threshold
+
+
+def prompts_from_json(data: Mapping[str, object] | Sequence[object]) -> dict[str, Prompt]:
+    """Read ``{"<id>": {"boxes": [[x0, y0, x1, y1], ...], "image_size": [H, W]}, ...}``."""
+    if not isinstance(data, Mapping):
+        raise PromptError("boxes file must hold a JSON object mapping image ids to prompts")
+    prompts = {}
+    for ident, entry in data.items():
+        if not isinstance(entry, Mapping) or "image_size" not in entry:
+            raise PromptError(f"boxes file: entry {ident!r} needs 'image_size' [H, W] and 'boxes'")
+        prompts[str(ident)] = Prompt.from_dict(entry)
+    return prompts

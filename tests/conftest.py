@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny random SAM, phantoms, a temporary embedding cache, the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from samprompt import EmbeddingCache, LoadedSam, load_sam
+from samprompt.data import SampleList, make_phantoms
+
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SAMPROMPT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a shared real dataset, or skip the test when it is absent."""
+    path = SHARED_DATA / name
+    if not (path / "images").is_dir():
+        pytest.skip(f"real data not present at {path} (internal use only; skipped on fresh machines)")
+    return path
+
+
+@pytest.fixture
+def tiny() -> LoadedSam:
+    return load_sam("random:tiny")
+
+
+@pytest.fixture(scope="session")
+def phantoms() -> SampleList:
+    return make_phantoms(12, 96, seed=3)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> EmbeddingCache:
+    return EmbeddingCache(tmp_path / "cache", progress=False)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from samprompt import LoadedSam, Prompt
+from samprompt.decoder import decode_low_res
+
+
+def _official(model: LoadedSam, embedding: torch.Tensor, prompt: Prompt, multimask: bool = False) -> torch.Tensor:
+    """SAM's own per-image path: prompt encoder + MaskDecoder.forward, one prompt row per box."""
+    points, boxes = prompt.to_input_frame(model.img_size)
+    rows = [None] if boxes is None else list(boxes)
+    outs = []
+    for box in rows:
+        point_arg = None
+        if points is not None:
+            point_arg = (torch.tensor(points[None], dtype=torch.float32), torch.tensor(prompt.point_labels[None]))
+        box_arg = None if box is None else torch.tensor(box[None], dtype=torch.float32)
+        sparse, dense = model.sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=None)
+        masks, iou = model.sam.mask_decoder(
+            image_embeddings=embedding[None], image_pe=model.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+        outs.append(masks[0, int(iou[0].argmax())] if multimask else masks[0, 0])
+    return torch.stack(outs).amax(dim=0)
+
+
+def test_batched_decoder_matches_official_per_image_path(tiny: LoadedSam) -> None:
+    torch.manual_seed(0)
+    embeddings = torch.randn(4, 256, 64, 64)
+    prompts = [
+        Prompt((100, 80), points=[[10.0, 20.0], [60.0, 70.0]], point_labels=[1, 0]),
+        Prompt((256, 256), boxes=[[10, 10, 200, 220]]),
+        Prompt((300, 150), points=[[40.0, 40.0]], point_labels=[1], boxes=[[5, 5, 60, 100], [70, 5, 140, 290]]),
+        Prompt((64, 64), boxes=[[1, 2, 30, 40], [35, 2, 60, 40]]),
+    ]
+    with torch.no_grad():
+        for multimask in (False, True):
+            batched = decode_low_res(tiny.sam, embeddings, prompts, multimask_output=multimask)
+            assert batched.shape == (4, 1, 256, 256)
+            for b, prompt in enumerate(prompts):
+                expected = _official(tiny, embeddings[b], prompt, multimask)
+                torch.testing.assert_close(batched[b, 0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_reach_only_the_decoder(tiny: LoadedSam) -> None:
+    embeddings = torch.randn(2, 256, 64, 64)
+    prompts = [Prompt((64, 64), points=np.array([[30.0, 30.0]]), point_labels=[1])] * 2
+    decode_low_res(tiny.sam, embeddings, prompts).sum().backward()
+    decoder = tiny.sam.mask_decoder
+    used = [decoder.transformer, decoder.output_upscaling, decoder.output_hypernetworks_mlps[0]]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for m in used for p in m.parameters())
+    assert all(p.grad is None for p in tiny.sam.prompt_encoder.parameters())

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samprompt import EmbeddingCache, LoadedSam
+from samprompt.data import SampleList, make_phantoms, preprocess_image, write_folder_dataset
+
+
+def _count_encoder_calls(model: LoadedSam) -> list[int]:
+    calls = [0]
+    original = model.sam.image_encoder.forward
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += x.shape[0]
+        return original(x)
+
+    model.sam.image_encoder.forward = counting  # type: ignore[method-assign]
+    return calls
+
+
+def test_cache_matches_fresh_encoder_and_second_pass_encodes_nothing(
+    tiny: LoadedSam, phantoms: SampleList, cache: EmbeddingCache
+) -> None:
+    data = phantoms[:4]
+    calls = _count_encoder_calls(tiny)
+    index = cache.embed(tiny, data)
+    assert calls[0] == 4 and cache.stats.misses == 4 and cache.stats.hits == 0
+    with torch.inference_mode():
+        fresh = tiny.sam.image_encoder(preprocess_image(tiny.sam, data[2].image)[0])
+    calls[0] = 0
+    cached = index.load([2])
+    assert cached.shape == fresh.shape == (1, 256, 64, 64)
+    torch.testing.assert_close(cached, fresh.half().float(), rtol=0, atol=0)
+    assert torch.allclose(cached, fresh, atol=2e-3 * fresh.abs().max().item())
+    again = EmbeddingCache(cache.root, progress=False)
+    index2 = again.embed(tiny, data)
+    assert calls[0] == 0 and again.stats.hits == 4 and again.stats.misses == 0
+    assert index2.paths == index.paths
+
+
+def test_key_changes_with_encoder_weights_and_image(tiny: LoadedSam, cache: EmbeddingCache) -> None:
+    from samprompt import load_sam
+
+    other = load_sam("random:tiny", seed=5)
+    image = make_phantoms(1, 64)[0].image
+    assert cache.entry_path(tiny, image) != cache.entry_path(other, image)
+    changed = image.copy()
+    changed[0, 0] ^= 1
+    assert cache.entry_path(tiny, image) != cache.entry_path(tiny, changed)
+
+
+def test_bf16_cache_is_close_to_fp32(tiny: LoadedSam, phantoms: SampleList, tmp_path: Path) -> None:
+    fp32 = EmbeddingCache(tmp_path / "a", progress=False).embed(tiny, phantoms[:1]).load([0])
+    bf16 = EmbeddingCache(tmp_path / "b", precision="bf16", progress=False).embed(tiny, phantoms[:1]).load([0])
+    cosine = torch.nn.functional.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def _entries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.npy") if ".tmp-" not in p.name]
+
+
+@pytest.mark.slow
+def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(tmp_path: Path) -> None:
+    data_dir = write_folder_dataset(make_phantoms(30, 64, seed=9), tmp_path / "data")
+    cache_dir = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "samprompt.cli", "embed", "--data", str(data_dir), "--checkpoint",
+           "random:tiny", "--cache", str(cache_dir), "-q"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_entries(cache_dir)) < 4 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "embed finished before it could be killed; make the data larger"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = _entries(cache_dir)
+    assert 4 <= len(done) < 30
+    for path in done:
+        assert np.load(path).shape == (256, 64, 64)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    match = re.search(r"30 images: (\d+) cached, (\d+) computed", rerun.stdout)
+    assert match, rerun.stdout + rerun.stderr
+    assert int(match.group(1)) == len(done) and int(match.group(2)) == 30 - len(done)
+    assert len(_entries(cache_dir)) == 30
