@@ -273,7 +273,7 @@ def load_sam(spec: str | Path, *, seed: int = 0) -> LoadedSam:
 
     Examples
     --------
-    >>> loaded = load_sam("random:tiny")  # doctest: +SKIP
+    >>> loaded = load_sam("random:tiny")
     >>> loaded.variant, loaded.low_res_size
     ('tiny', 256)
     """
