@@ -75,13 +75,15 @@ def test_only_the_decoder_changes_and_each_image_is_encoded_once(tiny: LoadedSam
 def test_loss_decreases_and_model_beats_mean_mask_prior(tiny: LoadedSam, cache: EmbeddingCache) -> None:
     data = make_phantoms(20, 64, seed=2)
     train, val, test = data[:12], data[12:16], data[16:]
-    config = FinetuneConfig(epochs=8, batch_size=6, lr=1e-3)
+    config = FinetuneConfig(epochs=8, batch_size=4, lr=1e-3)
     result = Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, progress=False).fit(train, val)
+    print("phantom test F1 after", [round(r.val_f1, 3) for r in result.history])
     assert result.history[-1].train_loss < 0.6 * result.history[0].train_loss
     evaluator = Evaluator()
     model_f1 = evaluator.evaluate(result.segmenter, test).f1_mean
     prior_f1 = evaluator.evaluate(MeanMaskPrior().fit(train), test).f1_mean
-    assert model_f1 > prior_f1 + 0.03, (model_f1, prior_f1)
+    print(f"phantom test F1 {model_f1:.3f} vs mean-mask prior {prior_f1:.3f}")
+    assert model_f1 > prior_f1 + 0.05, (model_f1, prior_f1)
     assert result.threshold in config.thresholds
     assert result.sweep.best_threshold == max(result.sweep.results, key=lambda r: (r.f1_mean, -r.threshold)).threshold
 

@@ -87,7 +87,7 @@ class FitResult:
         return dict(self.segmenter.model.sam.mask_decoder.state_dict())
 
 
-def _loss_function(config: FinetuneConfig) -> torch.nn.Module:
+def loss_function(config: FinetuneConfig) -> torch.nn.Module:
     if config.loss == "dice_ce":
         return DiceCELoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other)
     return DiceFocalLoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other)
@@ -243,7 +243,7 @@ class Finetuner:
         params = [p for p in decoder.parameters() if p.requires_grad]
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         optimizer = optim_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        loss_fn = _loss_function(cfg)
+        loss_fn = loss_function(cfg)
         history: list[EpochRecord] = []
         best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())
         start_epoch = 0
@@ -331,7 +331,8 @@ class Finetuner:
         return folder
 
     @staticmethod
-    def load(folder: str | Path, checkpoint: str | Path | None = None, *, cache: EmbeddingCache | None = None,
+    def load(folder: str | Path, checkpoint: str | Path | LoadedSam | None = None, *,
+             cache: EmbeddingCache | None = None,
              device: str = "cpu") -> SamSegmenter:
         """Load a saved model folder onto its base SAM checkpoint.
 
@@ -339,9 +340,9 @@ class Finetuner:
         ----------
         folder : str or pathlib.Path
             A folder written by :meth:`save` (or ``samprompt finetune``).
-        checkpoint : str or pathlib.Path, optional
-            The base SAM checkpoint; default: the one recorded in ``model.json``. A checkpoint
-            whose sha256 differs from the recorded one is refused.
+        checkpoint : str, pathlib.Path or LoadedSam, optional
+            The base SAM checkpoint (or a loaded model to reuse); default: the one recorded in
+            ``model.json``. A checkpoint whose sha256 differs from the recorded one is refused.
         """
         from samprompt.saved import load_sam_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,25 @@ import numpy as np
 
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
-from samprompt.data.splits import Split, cv_splits, train_val_test_split
+from samprompt.data.splits import cv_splits, train_val_test_split
 from samprompt.embeddings import EmbeddingCache
-from samprompt.evaluate import EvalResult, Evaluator, eval_result_from_dict
+from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_result_from_dict
 from samprompt.finetune import Finetuner
 from samprompt.metrics import summarize
 from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.saved import write_json_atomic
-from samprompt.segmenter import MeanMaskPrior, SamSegmenter
+from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 
-__all__ = ["FoldResult", "ProtocolResult", "cross_dataset", "cross_validate", "zero_shot"]
+__all__ = [
+    "FoldResult",
+    "ProtocolResult",
+    "cross_dataset",
+    "cross_validate",
+    "run_folds",
+    "unet_cross_validate",
+    "zero_shot",
+]
 
 
 @attrs.frozen
@@ -92,47 +100,72 @@ class ProtocolResult:
                 "meta": self.meta, "per_image": per_image, "folds": [f.to_dict() for f in self.folds]}
 
 
-def _run_fold(
-    fold: int,
-    dataset: Dataset,
-    split: Split,
-    model: LoadedSam,
-    strategy: PromptStrategy,
-    config: FinetuneConfig | None,
-    cache: EmbeddingCache,
-    fold_dir: Path | None,
-    progress: bool,
-    initial_decoder: dict[str, Any],
-    test_dataset: Dataset | None = None,
-) -> FoldResult:
-    if fold_dir is not None and (fold_dir / "metrics.json").is_file():
-        return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
-    train, val = dataset.subset(split.train), dataset.subset(split.val)
-    test = test_dataset if test_dataset is not None else dataset.subset(split.test)
-    fold_strategy = copy.deepcopy(strategy)
-    model.sam.mask_decoder.load_state_dict(initial_decoder)
-    history: tuple[dict[str, float], ...] = ()
-    resolution = config.eval_resolution if config else "low"
-    evaluator = Evaluator(resolution, config.thresholds if config else (0.5,))
-    if config is not None:
-        tuner = Finetuner(model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress)
-        fit = tuner.fit(train, val, resume=True)
-        segmenter, threshold = fit.segmenter, fit.threshold
-        history = tuple(attrs.asdict(r) for r in fit.history)
-        sweep = tuple(fit.sweep.rows())
-    else:
+FitFn = Callable[[Dataset, Dataset, "Path | None"], tuple[Segmenter, float, tuple[dict[str, float], ...], tuple[dict[str, float], ...]]]
+
+
+def _sam_fit(model: LoadedSam, strategy: PromptStrategy, config: FinetuneConfig | None, cache: EmbeddingCache,
+             progress: bool, initial_decoder: dict[str, Any]) -> FitFn:
+    """How one fold trains (or, with ``config=None``, only fits the prompts of) SAM."""
+
+    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
+        fold_strategy = copy.deepcopy(strategy)
+        model.sam.mask_decoder.load_state_dict(initial_decoder)
+        if config is not None:
+            tuner = Finetuner(model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress)
+            result = tuner.fit(train, val, resume=True)
+            history = tuple(attrs.asdict(r) for r in result.history)
+            return result.segmenter, result.threshold, history, tuple(result.sweep.rows())
         fold_strategy.fit(train)
         segmenter = SamSegmenter(model, fold_strategy, cache, multimask_output=True)
-        result = evaluator.threshold_sweep(segmenter, val) if len(evaluator.thresholds) > 1 else None
-        threshold = result.best_threshold if result else 0.5
-        sweep = tuple(result.rows()) if result else ()
+        sweep = Evaluator("low", DEFAULT_THRESHOLDS).threshold_sweep(segmenter, val)
+        return segmenter, sweep.best_threshold, (), tuple(sweep.rows())
+
+    return fit
+
+
+def _run_fold(fold: int, train: Dataset, val: Dataset, test: Dataset, fit: FitFn, fold_dir: Path | None,
+              resolution: str) -> FoldResult:
+    """Fit, pick the threshold on ``val``, score ``test`` and the mean-mask prior; resumable."""
+    if fold_dir is not None and (fold_dir / "metrics.json").is_file():
+        return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
+    segmenter, threshold, history, sweep = fit(train, val, fold_dir)
+    evaluator = Evaluator(resolution)
     test_result = evaluator.evaluate(segmenter, test, threshold)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
     out = FoldResult(fold, test_result, prior, threshold, tuple(train.ids), tuple(val.ids), history, sweep)
     if fold_dir is not None:
         fold_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(fold_dir / "metrics.json", out.to_dict())
+        # The fold's metrics.json is now its record; the resumable training state is not needed.
+        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
     return out
+
+
+def run_folds(
+    name: str,
+    dataset: Dataset,
+    fit: FitFn,
+    *,
+    k: int,
+    seed: int,
+    folds: Sequence[int] | None,
+    out_dir: str | Path | None,
+    resolution: str,
+    meta: dict[str, Any],
+) -> ProtocolResult:
+    """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net)."""
+    root = Path(out_dir) if out_dir is not None else None
+    results = []
+    for i, split in enumerate(cv_splits(len(dataset), k, seed)):
+        if folds is not None and i not in folds:
+            continue
+        fold_dir = root / f"fold_{i}" if root is not None else None
+        results.append(_run_fold(i, dataset.subset(split.train), dataset.subset(split.val),
+                                 dataset.subset(split.test), fit, fold_dir, resolution))
+    result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta})
+    if root is not None:
+        write_json_atomic(root / "metrics.json", result.to_dict())
+    return result
 
 
 def cross_validate(
@@ -157,21 +190,15 @@ def cross_validate(
     data = as_dataset(dataset)
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
-    root = Path(out_dir) if out_dir is not None else None
-    results = []
-    for i, split in enumerate(cv_splits(len(data), k, seed)):
-        if folds is not None and i not in folds:
-            continue
-        fold_dir = root / f"fold_{i}" if root is not None else None
-        results.append(_run_fold(i, data, split, model, strategy, config, cache, fold_dir, progress, initial))
-    model.sam.mask_decoder.load_state_dict(initial)
-    meta = {"k": k, "seed": seed, "strategy": strategy.name,
-            "oracle": bool(strategy.needs_mask_at_inference), "checkpoint": model.spec,
-            "sha256": model.sha256, "random_weights": model.is_random}
-    result = ProtocolResult("zero-shot" if config is None else "cross-validation", tuple(results), meta)
-    if root is not None:
-        write_json_atomic(root / "metrics.json", result.to_dict())
-    return result
+    fit = _sam_fit(model, strategy, config, cache, progress, initial)
+    meta = {"strategy": strategy.name, "oracle": bool(strategy.needs_mask_at_inference),
+            "checkpoint": model.spec, "sha256": model.sha256, "random_weights": model.is_random}
+    try:
+        return run_folds("zero-shot" if config is None else "cross-validation", data, fit, k=k, seed=seed,
+                         folds=folds, out_dir=out_dir, resolution=config.eval_resolution if config else "low",
+                         meta=meta)
+    finally:
+        model.sam.mask_decoder.load_state_dict(initial)
 
 
 def zero_shot(dataset: Dataset | Sequence[Any], model: LoadedSam, strategy: PromptStrategy, **kwargs: Any) -> ProtocolResult:
@@ -197,9 +224,13 @@ def cross_dataset(
     split = train_val_test_split(len(data), (0.8, 0.2, 0.0), seed)
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
+    fit = _sam_fit(model, strategy, config, cache, progress, initial)
     root = Path(out_dir) if out_dir is not None else None
-    fold = _run_fold(0, data, split, model, strategy, config, cache, root, progress, initial, test)
-    model.sam.mask_decoder.load_state_dict(initial)
+    try:
+        fold = _run_fold(0, data.subset(split.train), data.subset(split.val), test, fit, root,
+                         config.eval_resolution)
+    finally:
+        model.sam.mask_decoder.load_state_dict(initial)
     meta = {"seed": seed, "strategy": strategy.name, "oracle": bool(strategy.needs_mask_at_inference),
             "train_size": len(data), "test_size": len(test)}
     return ProtocolResult("cross-dataset", (fold,), meta)
@@ -208,3 +239,27 @@ def cross_dataset(
 def fold_means(result: ProtocolResult) -> np.ndarray:
     """``(k, 2)`` mean F1 and IoU of each fold."""
     return np.array([[f.test.f1_mean, f.test.iou_mean] for f in result.folds])
+
+
+def unet_cross_validate(
+    dataset: Dataset | Sequence[Any],
+    config: Any = None,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    folds: Sequence[int] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ProtocolResult:
+    """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
+    :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
+    from samprompt.baselines import UNetConfig, train_unet
+
+    unet_config = config or UNetConfig(seed=seed)
+
+    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
+        model, history = train_unet(train, val, unet_config, out_dir=fold_dir, progress=progress)
+        return model, model.threshold, tuple(attrs.asdict(r) for r in history), ()
+
+    return run_folds("unet", as_dataset(dataset), fit, k=k, seed=seed, folds=folds, out_dir=out_dir,
+                     resolution="low", meta={"model": "MONAI UNet", "config": attrs.asdict(unet_config)})

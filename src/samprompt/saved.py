@@ -72,12 +72,16 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
 
 def load_sam_model(
     folder: str | Path,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | LoadedSam | None = None,
     *,
     cache: EmbeddingCache | None = None,
     device: str = "cpu",
 ) -> Any:
-    """Rebuild the fine-tuned :class:`~samprompt.segmenter.SamSegmenter` saved in ``folder``."""
+    """Rebuild the fine-tuned :class:`~samprompt.segmenter.SamSegmenter` saved in ``folder``.
+
+    ``checkpoint`` may be a path or spec (default: the one recorded in ``model.json``) or an
+    already loaded model, whose decoder weights are then replaced.
+    """
     from samprompt.plugins import get_strategy
     from samprompt.segmenter import SamSegmenter
 
@@ -85,8 +89,11 @@ def load_sam_model(
     meta = read_model_json(folder)
     if meta.get("kind") != "sam":
         raise CheckpointError(f"{folder}: holds a {meta.get('kind')!r} model, not a fine-tuned SAM")
-    spec = checkpoint if checkpoint is not None else meta["sam"]["checkpoint"]
-    model = load_sam(spec)
+    if isinstance(checkpoint, LoadedSam):
+        model, spec = checkpoint, checkpoint.spec
+    else:
+        spec = str(checkpoint) if checkpoint is not None else meta["sam"]["checkpoint"]
+        model = load_sam(spec)
     if model.sha256 != meta["sam"]["sha256"]:
         raise CheckpointMismatchError(
             f"{folder}: the decoder was trained on base checkpoint {meta['sam']['checkpoint']} "

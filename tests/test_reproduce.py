@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from samprompt.data import make_phantoms, write_folder_dataset
+from samprompt.report import format_pm
+from tests.conftest import shared_dataset
+
+
+def _reproduce(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "samprompt.cli", "reproduce", "--data", str(data), "--checkpoint",
+            "random:tiny", "--quick", "--out", str(out), "-q", *extra]
+
+
+def check_report_matches_results(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert report.startswith("**These numbers are not meaningful")
+    summaries = [*results["zero_shot"].values(), *results["finetuned"].values(),
+                 *results["cross_dataset"].values(), results["unet"], results["prior"]]
+    for row in summaries:
+        assert format_pm(row["f1_mean"], row["f1_std"]) in report
+        assert format_pm(row["iou_mean"], row["iou_std"]) in report
+    for row in results["grid"]:
+        assert f"| {row['lr']:g} | {row['weight_decay']:g} | {row['val_f1']:.3f} |" in report
+    for label, rows in results["sweep"].items():
+        assert label in report
+        for row in rows:
+            assert f"{row['f1_mean']:.3f}" in report
+    assert results["meta"]["sha256"] in report and "oracle" in report
+    for path in results["figures"].values():
+        assert f"]({path})" in report
+        width, height = Image.open(out / path).size
+        assert width > 300 and height > 200
+    return results
+
+
+@pytest.mark.slow
+def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
+    data = write_folder_dataset(make_phantoms(24, 80, seed=3), tmp_path / "data")
+    test_data = write_folder_dataset(make_phantoms(6, (64, 96), seed=4), tmp_path / "other")
+    out = tmp_path / "run"
+    process = subprocess.Popen(_reproduce(data, out, "--test-data", str(test_data)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "finetune" / "box" / "fold_0" / "metrics.json"
+    deadline = time.monotonic() + 600
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "reproduce finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")}  # one per sub-run
+    assert marker in finished and len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
+    rerun = subprocess.run(_reproduce(data, out, "--test-data", str(test_data)), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    results = check_report_matches_results(out)
+    # The training images came from the first run's cache; only the cross-dataset images (used
+    # after the kill) were encoded, once each.
+    assert results["meta"]["encoder_calls"] == 6
+    assert set(results["cross_dataset"]) == {"box", "points", "both"}
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_reproduce_quick_on_real_montgomery(tmp_path: Path) -> None:
+    data = shared_dataset("montgomery")
+    tick = time.perf_counter()
+    done = subprocess.run(_reproduce(data, tmp_path / "run"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(f"reproduce --quick on Montgomery: {time.perf_counter() - tick:.0f} s")
+    results = check_report_matches_results(tmp_path / "run")
+    assert results["meta"]["n_images"] == 24 and results["meta"]["encoder_calls"] == 24
