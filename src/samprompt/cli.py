@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
-from samprompt import __version__
+from samprompt import __version__, distributed
 from samprompt.config import FinetuneConfig
 from samprompt.data.readers import (
     FolderDataset,
@@ -101,14 +101,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    multi = distributed.init_from_env(args.device)
     model = load_sam(args.checkpoint, seed=args.seed)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
     cache = _cache(args)
     tick = time.perf_counter()
-    cache.embed(model, data, device=args.device)
+    cache.embed(model, data, device=args.device, rank=distributed.rank(), world_size=distributed.world_size())
     seconds = time.perf_counter() - tick
     s = cache.stats
-    print(f"{len(data)} images: {s.hits} cached, {s.misses} computed ({seconds:.1f} s) in {cache.root}")
+    where = f"rank {distributed.rank()}/{distributed.world_size()}: " if multi else ""
+    print(f"{where}{len(data)} images: {s.hits} cached, {s.encoder_calls} computed ({seconds:.1f} s) in {cache.root}")
+    distributed.barrier()
     return 0
 
 
@@ -118,8 +121,11 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
     split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
     train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
     cache = _cache(args)
-    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet)
+    main_rank = distributed.is_main()
+    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet and main_rank)
     result = tuner.fit(train, val, resume=args.resume)
+    if not main_rank:
+        return 0
     plot_learning_curve([attrs.asdict(r) for r in result.history], out / "learning_curve.png")
     evaluator = Evaluator(config.eval_resolution)
     scores = evaluator.evaluate(result.segmenter, test)
@@ -138,6 +144,7 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    distributed.init_from_env(args.device)
     model = load_sam(args.checkpoint, seed=args.seed)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
     return _fit_and_report(args, model, data, Path(args.out))

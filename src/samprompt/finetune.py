@@ -22,10 +22,12 @@ import torch
 from monai.losses import DiceCELoss, DiceFocalLoss
 from tqdm.auto import tqdm
 
+from samprompt import distributed
 from samprompt.config import FinetuneConfig
 from samprompt.data.preprocess import low_res_target
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.decoder import decode_low_res
+from samprompt.distributed import DecoderModule
 from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
 from samprompt.errors import CheckpointError, SampromptError
 from samprompt.evaluate import Evaluator, SweepResult
@@ -141,6 +143,7 @@ class Finetuner:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.on_epoch_end: list[Callable[[EpochRecord], None]] = []
+        self._ddp: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------ steps
     def _batch(
@@ -159,6 +162,8 @@ class Finetuner:
         targets = torch.from_numpy(np.stack([low_res_target(s.require_mask(), side) for s in samples]))
         targets = targets[:, None].float().to(self.config.device)
         embeddings = index.load(positions, self.config.device)
+        if self._ddp is not None and epoch is not None:
+            return self._ddp(embeddings, prompts), targets
         logits = decode_low_res(
             self.model.sam, embeddings, prompts, multimask_output=self.config.multimask_output
         )
@@ -170,21 +175,24 @@ class Finetuner:
         return torch.autocast(device_type=torch.device(self.config.device).type, dtype=torch.bfloat16)
 
     def _validate(self, val: Dataset, index: EmbeddingIndex, loss_fn: torch.nn.Module) -> tuple[float, float]:
-        losses, f1s, sizes = [], [], []
+        """Validation loss and F1 (threshold 0.5); each rank scores its share, results gathered."""
+        mine = list(range(distributed.rank(), len(val), distributed.world_size()))
+        weighted_loss, f1s = 0.0, []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(val), self.config.batch_size):
-                positions = list(range(start, min(start + self.config.batch_size, len(val))))
+            for start in range(0, len(mine), self.config.batch_size):
+                positions = mine[start : start + self.config.batch_size]
                 logits, targets = self._batch(val, index, positions, None)
                 logits = logits.float()
-                losses.append(float(loss_fn(logits, targets)))
-                sizes.append(len(positions))
+                weighted_loss += float(loss_fn(logits, targets)) * len(positions)
                 f1, _ = f1_iou((logits > 0).cpu()[:, 0], targets.bool().cpu()[:, 0])
                 f1s.extend(f1.tolist())
-        return float(np.average(losses, weights=sizes)), float(np.mean(f1s))
+        gathered = distributed.all_gather((weighted_loss, f1s))
+        all_f1 = [f for _, part in gathered for f in part]
+        return sum(loss for loss, _ in gathered) / len(val), float(np.mean(all_f1))
 
     # ------------------------------------------------------------ checkpoint
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not distributed.is_main():
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.out_dir / (CHECKPOINT + ".tmp")
@@ -235,11 +243,18 @@ class Finetuner:
             self.strategy.load_state_dict(state["strategy_state"])
         else:
             self.strategy.fit(train_ds)
-        train_index = self.cache.embed(self.model, train_ds, device=cfg.device)
-        val_index = self.cache.embed(self.model, val_ds, device=cfg.device)
+        train_index = self._embed(train_ds)
+        val_index = self._embed(val_ds)
         encoder_hash = tensors_sha256(sam.image_encoder.state_dict())
         prompt_encoder_before = copy.deepcopy(sam.prompt_encoder.state_dict())
 
+        if distributed.world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._ddp = DistributedDataParallel(
+                DecoderModule(sam, cfg.multimask_output), find_unused_parameters=True,
+                device_ids=[torch.device(cfg.device).index or 0] if cfg.device.startswith("cuda") else None,
+            )
         params = [p for p in decoder.parameters() if p.requires_grad]
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         optimizer = optim_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -267,16 +282,23 @@ class Finetuner:
             decoder.train()
             order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
             losses, sizes = [], []
+            world, me = distributed.world_size(), distributed.rank()
             for start in range(0, len(order), cfg.batch_size):
-                positions = order[start : start + cfg.batch_size].tolist()
+                batch = order[start : start + cfg.batch_size].tolist()
+                # Each rank takes every world-th item of the global batch; weighting its mean loss
+                # by its share makes DDP's gradient average equal the single-process batch mean.
+                positions = batch[me::world] or batch[:1]
+                weight = world * len(batch[me::world]) / len(batch)
                 with self._autocast():
                     logits, targets = self._batch(train_ds, train_index, positions, epoch)
                     loss = loss_fn(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 optimizer.step()
-                losses.append(float(loss.detach()))
-                sizes.append(len(positions))
+                losses.append(float(loss.detach()) * weight / world)
+                sizes.append(len(batch))
+            if world > 1:
+                losses = [sum(parts) for parts in zip(*distributed.all_gather(losses), strict=True)]
             self._check_frozen(prompt_encoder_before)
             decoder.eval()
             val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
@@ -311,9 +333,18 @@ class Finetuner:
         segmenter.threshold = sweep.best_threshold
         result = FitResult(history, best_epoch or len(history), sweep.best_threshold, sweep, segmenter,
                            _jsonable(self.strategy.state_dict()))
-        if self.out_dir is not None:
+        if self.out_dir is not None and distributed.is_main():
             self.save(result, self.out_dir)
+        distributed.barrier()
+        self._ddp = None
         return result
+
+    def _embed(self, dataset: Dataset) -> EmbeddingIndex:
+        """Cache embeddings; under torchrun each rank computes its share, then all ranks wait."""
+        index = self.cache.embed(self.model, dataset, device=self.config.device,
+                                 rank=distributed.rank(), world_size=distributed.world_size())
+        distributed.barrier()
+        return index
 
     def _check_frozen(self, before: dict[str, torch.Tensor]) -> None:
         after = self.model.sam.prompt_encoder.state_dict()
