@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import samprompt
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "samprompt"
 author = "samprompt developers"
@@ -14,6 +19,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
+    "cli_reference",
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -24,5 +30,6 @@ napoleon_use_rtype = False
 nitpicky = False
 html_theme = "furo"
 html_title = f"samprompt {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+pygments_style = "friendly"
 exclude_patterns = ["_build"]

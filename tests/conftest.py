@@ -21,7 +21,9 @@ def shared_dataset(name: str) -> Path:
     """Path of a shared real dataset, or skip the test when it is absent."""
     path = SHARED_DATA / name
     if not (path / "images").is_dir():
-        pytest.skip(f"real data not present at {path} (internal use only; skipped on fresh machines)")
+        pytest.skip(
+            f"real data not present at {path} (internal use only; skipped on fresh machines)"
+        )
     return path
 
 

@@ -15,8 +15,9 @@ from samprompt.data import make_phantoms, write_folder_dataset
 def test_unet_learns_phantoms_and_round_trips(tmp_path: Path) -> None:
     data = make_phantoms(24, 64, seed=12)
     train, val, test = data[:16], data[16:20], data[20:]
-    model, history = train_unet(train, val, UNetConfig(epochs=6, batch_size=4), out_dir=tmp_path / "unet",
-                                progress=False)
+    model, history = train_unet(
+        train, val, UNetConfig(epochs=6, batch_size=4), out_dir=tmp_path / "unet", progress=False
+    )
     assert history[-1].train_loss < history[0].train_loss
     evaluator = Evaluator()
     unet_f1 = evaluator.evaluate(model, test).f1_mean
@@ -31,12 +32,53 @@ def test_unet_learns_phantoms_and_round_trips(tmp_path: Path) -> None:
 
 def test_baseline_cli_model_works_with_evaluate_and_predict(tmp_path: Path) -> None:
     data = write_folder_dataset(make_phantoms(10, (48, 72), seed=13), tmp_path / "data")
-    assert main(["baseline", "unet", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "baseline",
+                "unet",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "m"),
+                "--epochs",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m" / "model.json").read_text())["kind"] == "unet"
-    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "e"),
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "m"),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "e"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads((tmp_path / "e" / "metrics.json").read_text())["per_image"]) == 10
-    assert main(["predict", "--model", str(tmp_path / "m"), "--images", str(data / "images"), "--out",
-                 str(tmp_path / "p"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "m"),
+                "--images",
+                str(data / "images"),
+                "--out",
+                str(tmp_path / "p"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     mask = np.asarray(Image.open(next((tmp_path / "p").glob("*.png"))))
     assert mask.shape == (48, 72)

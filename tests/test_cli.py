@@ -15,7 +15,9 @@ from tests.conftest import shared_dataset
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "samprompt.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "samprompt.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_help_explains_commands() -> None:
@@ -38,8 +40,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     root = tmp_path_factory.mktemp("cli")
     data = write_folder_dataset(make_phantoms(10, (60, 80), seed=11), root / "data")
     cache = root / "cache"
-    code = main(["finetune", "--data", str(data), "--checkpoint", "random:tiny", "--cache", str(cache),
-                 "--epochs", "2", "--batch-size", "6", "--lr", "1e-3", "--out", str(root / "run"), "-q"])
+    code = main(
+        [
+            "finetune",
+            "--data",
+            str(data),
+            "--checkpoint",
+            "random:tiny",
+            "--cache",
+            str(cache),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(root / "run"),
+            "-q",
+        ]
+    )
     assert code == 0
     return data, cache, root
 
@@ -58,30 +78,112 @@ def test_finetune_writes_model_metrics_and_plot(trained: tuple[Path, Path, Path]
 
 def test_evaluate_and_predict(trained: tuple[Path, Path, Path]) -> None:
     data, cache, root = trained
-    assert main(["evaluate", "--model", str(root / "run"), "--data", str(data), "--cache", str(cache),
-                 "--out", str(root / "eval"), "--resolution", "original", "-q"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(root / "run"),
+                "--data",
+                str(data),
+                "--cache",
+                str(cache),
+                "--out",
+                str(root / "eval"),
+                "--resolution",
+                "original",
+                "-q",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["resolution"] == "original" and len(metrics["per_image"]) == 10
-    assert main(["predict", "--model", str(root / "run"), "--images", str(data / "images"), "--cache",
-                 str(cache), "--out", str(root / "pred"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(root / "run"),
+                "--images",
+                str(data / "images"),
+                "--cache",
+                str(cache),
+                "--out",
+                str(root / "pred"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     for path in (data / "images").iterdir():
         mask = np.asarray(Image.open(root / "pred" / path.name))
         assert mask.shape == (60, 80) and set(np.unique(mask).tolist()) <= {0, 255}
 
 
-def test_predict_with_oracle_strategy_needs_boxes(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    data, cache, root = trained
+def test_predict_with_oracle_strategy_needs_boxes(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, cache, _root = trained
     run = tmp_path / "box_run"
-    assert main(["finetune", "--data", str(data), "--checkpoint", "random:tiny", "--cache", str(cache),
-                 "--prompt", "perturbed-box", "--epochs", "1", "--batch-size", "6", "--out", str(run), "-q"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(data),
+                "--checkpoint",
+                "random:tiny",
+                "--cache",
+                str(cache),
+                "--prompt",
+                "perturbed-box",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "6",
+                "--out",
+                str(run),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "metrics.json").read_text())["oracle"] is True
-    failed = _run("predict", "--model", str(run), "--images", str(data / "images"), "--cache", str(cache),
-                  "--out", str(tmp_path / "p"), "-q")
+    failed = _run(
+        "predict",
+        "--model",
+        str(run),
+        "--images",
+        str(data / "images"),
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "p"),
+        "-q",
+    )
     assert failed.returncode == 2 and "--boxes" in failed.stderr
     boxes = {p.stem: [[5, 5, 70, 50]] for p in (data / "images").iterdir()}
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
-    assert main(["predict", "--model", str(run), "--images", str(data / "images"), "--cache", str(cache),
-                 "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "p"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run),
+                "--images",
+                str(data / "images"),
+                "--cache",
+                str(cache),
+                "--boxes",
+                str(tmp_path / "boxes.json"),
+                "--out",
+                str(tmp_path / "p"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "p").glob("*.png"))) == 10
 
 
@@ -89,7 +191,13 @@ def test_predict_with_oracle_strategy_needs_boxes(trained: tuple[Path, Path, Pat
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = _run("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "12", "-q")
     assert out.returncode == 0, out.stderr
-    for name in ("summary.md", "metrics.json", "learning_curve.png", "overlays.png", "model/model.json"):
+    for name in (
+        "summary.md",
+        "metrics.json",
+        "learning_curve.png",
+        "overlays.png",
+        "model/model.json",
+    ):
         assert (tmp_path / "demo" / name).is_file(), name
     assert "test F1" in out.stdout
 
@@ -99,13 +207,38 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 def test_cv_on_real_montgomery_with_tiny(tmp_path: Path) -> None:
     data = shared_dataset("montgomery")
     out = tmp_path / "cv"
-    assert main(["cv", "--data", str(data), "--checkpoint", "random:tiny", "--cache", str(tmp_path / "cache"),
-                 "--folds", "2", "--epochs", "2", "--lr", "1e-3", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "cv",
+                "--data",
+                str(data),
+                "--checkpoint",
+                "random:tiny",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--folds",
+                "2",
+                "--epochs",
+                "2",
+                "--lr",
+                "1e-3",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["per_image"]) == 138 and metrics["n_folds"] == 2
     for fold in (0, 1):
         fold_metrics = json.loads((out / f"fold_{fold}" / "metrics.json").read_text())
-        assert fold_metrics["f1_mean"] == pytest.approx(np.mean([r["f1"] for r in fold_metrics["per_image"]]))
+        assert fold_metrics["f1_mean"] == pytest.approx(
+            np.mean([r["f1"] for r in fold_metrics["per_image"]])
+        )
         assert fold_metrics["prior"]["f1_mean"] > 0.6
-    means = [json.loads((out / f"fold_{f}" / "metrics.json").read_text())["f1_mean"] for f in (0, 1)]
+    means = [
+        json.loads((out / f"fold_{f}" / "metrics.json").read_text())["f1_mean"] for f in (0, 1)
+    ]
     assert metrics["f1_mean"] == pytest.approx(np.mean(means))

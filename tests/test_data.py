@@ -70,8 +70,12 @@ def test_folder_reader_lists_every_problem_at_once(tmp_path: Path) -> None:
         FolderDataset(tmp_path)
     message = str(info.value)
     assert "4 problem(s)" in message
-    for expected in ("nomask.png: no mask", "grey.png: mask values [128]", "size.png: mask size 10x12",
-                     "broken.png: unreadable image"):
+    for expected in (
+        "nomask.png: no mask",
+        "grey.png: mask values [128]",
+        "size.png: mask size 10x12",
+        "broken.png: unreadable image",
+    ):
         assert expected in message
     with pytest.warns(UserWarning, match="skipped 4"):
         data = FolderDataset(tmp_path, skip_invalid=True)

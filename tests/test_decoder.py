@@ -7,7 +7,9 @@ from samprompt import LoadedSam, Prompt
 from samprompt.decoder import decode_low_res
 
 
-def _official(model: LoadedSam, embedding: torch.Tensor, prompt: Prompt, multimask: bool = False) -> torch.Tensor:
+def _official(
+    model: LoadedSam, embedding: torch.Tensor, prompt: Prompt, multimask: bool = False
+) -> torch.Tensor:
     """SAM's own per-image path: prompt encoder + MaskDecoder.forward, one prompt row per box."""
     points, boxes = prompt.to_input_frame(model.img_size)
     rows = [None] if boxes is None else list(boxes)
@@ -15,12 +17,19 @@ def _official(model: LoadedSam, embedding: torch.Tensor, prompt: Prompt, multima
     for box in rows:
         point_arg = None
         if points is not None:
-            point_arg = (torch.tensor(points[None], dtype=torch.float32), torch.tensor(prompt.point_labels[None]))
+            point_arg = (
+                torch.tensor(points[None], dtype=torch.float32),
+                torch.tensor(prompt.point_labels[None]),
+            )
         box_arg = None if box is None else torch.tensor(box[None], dtype=torch.float32)
         sparse, dense = model.sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=None)
         masks, iou = model.sam.mask_decoder(
-            image_embeddings=embedding[None], image_pe=model.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+            image_embeddings=embedding[None],
+            image_pe=model.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
         outs.append(masks[0, int(iou[0].argmax())] if multimask else masks[0, 0])
     return torch.stack(outs).amax(dim=0)
 
@@ -31,7 +40,12 @@ def test_batched_decoder_matches_official_per_image_path(tiny: LoadedSam) -> Non
     prompts = [
         Prompt((100, 80), points=[[10.0, 20.0], [60.0, 70.0]], point_labels=[1, 0]),
         Prompt((256, 256), boxes=[[10, 10, 200, 220]]),
-        Prompt((300, 150), points=[[40.0, 40.0]], point_labels=[1], boxes=[[5, 5, 60, 100], [70, 5, 140, 290]]),
+        Prompt(
+            (300, 150),
+            points=[[40.0, 40.0]],
+            point_labels=[1],
+            boxes=[[5, 5, 60, 100], [70, 5, 140, 290]],
+        ),
         Prompt((64, 64), boxes=[[1, 2, 30, 40], [35, 2, 60, 40]]),
     ]
     with torch.no_grad():

@@ -61,7 +61,11 @@ def test_key_changes_with_encoder_weights_and_image(tiny: LoadedSam, cache: Embe
 
 def test_bf16_cache_is_close_to_fp32(tiny: LoadedSam, phantoms: SampleList, tmp_path: Path) -> None:
     fp32 = EmbeddingCache(tmp_path / "a", progress=False).embed(tiny, phantoms[:1]).load([0])
-    bf16 = EmbeddingCache(tmp_path / "b", precision="bf16", progress=False).embed(tiny, phantoms[:1]).load([0])
+    bf16 = (
+        EmbeddingCache(tmp_path / "b", precision="bf16", progress=False)
+        .embed(tiny, phantoms[:1])
+        .load([0])
+    )
     cosine = torch.nn.functional.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)
     assert cosine > 0.99
 
@@ -74,8 +78,19 @@ def _entries(root: Path) -> list[Path]:
 def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(tmp_path: Path) -> None:
     data_dir = write_folder_dataset(make_phantoms(30, 64, seed=9), tmp_path / "data")
     cache_dir = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "samprompt.cli", "embed", "--data", str(data_dir), "--checkpoint",
-           "random:tiny", "--cache", str(cache_dir), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "samprompt.cli",
+        "embed",
+        "--data",
+        str(data_dir),
+        "--checkpoint",
+        "random:tiny",
+        "--cache",
+        str(cache_dir),
+        "-q",
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(_entries(cache_dir)) < 4 and time.monotonic() < deadline and process.poll() is None:

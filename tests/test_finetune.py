@@ -16,8 +16,8 @@ from samprompt import (
     ConfigError,
     EmbeddingCache,
     Evaluator,
-    Finetuner,
     FinetuneConfig,
+    Finetuner,
     LoadedSam,
     MeanMaskPrior,
     get_strategy,
@@ -54,29 +54,41 @@ def test_config_rejects_bad_values() -> None:
     assert FinetuneConfig.from_dict(config.to_dict()) == config
 
 
-def test_only_the_decoder_changes_and_each_image_is_encoded_once(tiny: LoadedSam, cache: EmbeddingCache) -> None:
+def test_only_the_decoder_changes_and_each_image_is_encoded_once(
+    tiny: LoadedSam, cache: EmbeddingCache
+) -> None:
     data = make_phantoms(8, 64, seed=1)
     train, val = data[:6], data[6:]
     calls = _count_encoder_calls(tiny)
     encoder, prompt_encoder = _snapshot(tiny.sam.image_encoder), _snapshot(tiny.sam.prompt_encoder)
     decoder = _snapshot(tiny.sam.mask_decoder)
     config = FinetuneConfig(epochs=2, batch_size=6, lr=1e-3, thresholds=(0.5,))
-    Finetuner(tiny, get_strategy("perturbed-box"), config, cache=cache, progress=False).fit(train, val)
-    Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, progress=False).fit(train, val)
+    Finetuner(tiny, get_strategy("perturbed-box"), config, cache=cache, progress=False).fit(
+        train, val
+    )
+    Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, progress=False).fit(
+        train, val
+    )
     assert calls[0] == 8  # 2 runs x 2 epochs, still one encoder pass per distinct image
     for name, value in tiny.sam.image_encoder.state_dict().items():
         assert torch.equal(value, encoder[name]), name
     for name, value in tiny.sam.prompt_encoder.state_dict().items():
         assert torch.equal(value, prompt_encoder[name]), name
-    changed = [n for n, v in tiny.sam.mask_decoder.state_dict().items() if not torch.equal(v, decoder[n])]
+    changed = [
+        n for n, v in tiny.sam.mask_decoder.state_dict().items() if not torch.equal(v, decoder[n])
+    ]
     assert "transformer.layers.0.self_attn.q_proj.weight" in changed
 
 
-def test_loss_decreases_and_model_beats_mean_mask_prior(tiny: LoadedSam, cache: EmbeddingCache) -> None:
+def test_loss_decreases_and_model_beats_mean_mask_prior(
+    tiny: LoadedSam, cache: EmbeddingCache
+) -> None:
     data = make_phantoms(20, 64, seed=2)
     train, val, test = data[:12], data[12:16], data[16:]
     config = FinetuneConfig(epochs=8, batch_size=4, lr=1e-3)
-    result = Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, progress=False).fit(train, val)
+    result = Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, progress=False).fit(
+        train, val
+    )
     print("phantom test F1 after", [round(r.val_f1, 3) for r in result.history])
     assert result.history[-1].train_loss < 0.6 * result.history[0].train_loss
     evaluator = Evaluator()
@@ -85,16 +97,24 @@ def test_loss_decreases_and_model_beats_mean_mask_prior(tiny: LoadedSam, cache: 
     print(f"phantom test F1 {model_f1:.3f} vs mean-mask prior {prior_f1:.3f}")
     assert model_f1 > prior_f1 + 0.05, (model_f1, prior_f1)
     assert result.threshold in config.thresholds
-    assert result.sweep.best_threshold == max(result.sweep.results, key=lambda r: (r.f1_mean, -r.threshold)).threshold
+    assert (
+        result.sweep.best_threshold
+        == max(result.sweep.results, key=lambda r: (r.f1_mean, -r.threshold)).threshold
+    )
 
 
-def test_saved_model_reloads_and_refuses_another_base(tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path) -> None:
+def test_saved_model_reloads_and_refuses_another_base(
+    tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
+) -> None:
     data = make_phantoms(8, 64, seed=4)
     config = FinetuneConfig(epochs=1, batch_size=6, lr=1e-3)
     out = tmp_path / "run"
-    result = Finetuner(tiny, get_strategy("mean-points"), config, cache=cache, out_dir=out, progress=False).fit(
-        data[:6], data[6:])
-    assert {"decoder.safetensors", "model.json", "history.json", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
+    result = Finetuner(
+        tiny, get_strategy("mean-points"), config, cache=cache, out_dir=out, progress=False
+    ).fit(data[:6], data[6:])
+    assert {"decoder.safetensors", "model.json", "history.json", "checkpoint.pt"} <= {
+        p.name for p in out.iterdir()
+    }
     loaded = Finetuner.load(out, cache=cache)
     assert loaded.threshold == result.threshold
     before = list(result.segmenter.predict_proba(data[6:]))
@@ -115,11 +135,27 @@ def _cli(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
     data = write_folder_dataset(make_phantoms(10, 64, seed=5), tmp_path / "data")
-    common = ["finetune", "--data", str(data), "--checkpoint", "random:tiny", "--cache", str(tmp_path / "cache"),
-              "--epochs", "4", "--batch-size", "6", "--lr", "1e-3", "-q"]
+    common = [
+        "finetune",
+        "--data",
+        str(data),
+        "--checkpoint",
+        "random:tiny",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "6",
+        "--lr",
+        "1e-3",
+        "-q",
+    ]
     subprocess.run(_cli(*common, "--out", str(tmp_path / "a")), check=True, capture_output=True)
     run_b = tmp_path / "b"
-    process = subprocess.Popen(_cli(*common, "--out", str(run_b)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _cli(*common, "--out", str(run_b)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not (run_b / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -129,7 +165,10 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
     epoch = torch.load(run_b / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= epoch < 4
     subprocess.run(_cli(*common, "--out", str(run_b), "--resume"), check=True, capture_output=True)
-    a, b = load_file(tmp_path / "a" / "decoder.safetensors"), load_file(run_b / "decoder.safetensors")
+    a, b = (
+        load_file(tmp_path / "a" / "decoder.safetensors"),
+        load_file(run_b / "decoder.safetensors"),
+    )
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -138,5 +177,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
 def test_random_spec_default_lr_is_larger() -> None:
     from samprompt.cli import _config, build_parser
 
-    args = build_parser().parse_args(["finetune", "--data", "d", "--checkpoint", "random:tiny", "--out", "o"])
+    args = build_parser().parse_args(
+        ["finetune", "--data", "d", "--checkpoint", "random:tiny", "--out", "o"]
+    )
     assert _config(args, load_sam("random:tiny")).lr == 1e-4

@@ -17,8 +17,13 @@ def _numpy_scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
     return 2 * inter / total, inter / union
 
 
-@given(pair=st.integers(1, 20).flatmap(lambda h: st.integers(1, 20).flatmap(lambda w: st.tuples(
-    arrays(bool, (3, h, w)), arrays(bool, (3, h, w))))))
+@given(
+    pair=st.integers(1, 20).flatmap(
+        lambda h: st.integers(1, 20).flatmap(
+            lambda w: st.tuples(arrays(bool, (3, h, w)), arrays(bool, (3, h, w)))
+        )
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_monai_metrics_agree_with_numpy(pair: tuple[np.ndarray, np.ndarray]) -> None:
     pred, true = pair

@@ -25,7 +25,9 @@ def test_official_vit_b_state_dict_loads_and_is_detected(tmp_path: Path) -> None
     assert len(loaded.sha256) == 64 and not loaded.is_random
     for name, tensor in official.state_dict().items():
         assert torch.equal(loaded.sam.state_dict()[name], tensor), name
-    assert _trainable(loaded.sam) == {f"mask_decoder.{n}" for n, _ in loaded.sam.mask_decoder.named_parameters()}
+    assert _trainable(loaded.sam) == {
+        f"mask_decoder.{n}" for n, _ in loaded.sam.mask_decoder.named_parameters()
+    }
 
 
 @pytest.mark.parametrize("wrap", ["model", "state_dict", "module", "model+module"])
@@ -59,14 +61,20 @@ def test_decoder_weights_round_trip_bit_exact(tmp_path: Path) -> None:
     source, target = load_sam("random:tiny", seed=1), load_sam("random:tiny", seed=2)
     path = save_decoder_weights(source.sam, tmp_path / "decoder.safetensors")
     load_decoder_weights(target.sam, path)
-    for (name, a), b in zip(source.sam.mask_decoder.state_dict().items(),
-                            target.sam.mask_decoder.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        source.sam.mask_decoder.state_dict().items(),
+        target.sam.mask_decoder.state_dict().values(),
+        strict=True,
+    ):
         assert torch.equal(a, b), name
-    assert not torch.equal(source.sam.image_encoder.patch_embed.proj.weight, target.sam.image_encoder.patch_embed.proj.weight)
+    assert not torch.equal(
+        source.sam.image_encoder.patch_embed.proj.weight,
+        target.sam.image_encoder.patch_embed.proj.weight,
+    )
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="nothing.pth: checkpoint file not found"):
+    with pytest.raises(CheckpointError, match=r"nothing\.pth: checkpoint file not found"):
         load_sam(tmp_path / "nothing.pth")
 
 
@@ -74,7 +82,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     path = tmp_path / "cut.pth"
     torch.save(build_sam("tiny").state_dict(), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="cut.pth: truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"cut\.pth: truncated or corrupt"):
         load_sam(path)
 
 
@@ -87,14 +95,14 @@ def test_pickle_refused_by_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
         pickle.dump({"model": Evil()}, handle)
-    with pytest.raises(CheckpointError, match="evil.pth: refused by torch.load"):
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused by torch\.load"):
         load_sam(path)
 
 
 def test_other_architecture(tmp_path: Path) -> None:
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
-    with pytest.raises(CheckpointError, match="resnet.pth: not a SAM state dict"):
+    with pytest.raises(CheckpointError, match=r"resnet\.pth: not a SAM state dict"):
         load_sam(path)
     state = build_sam("tiny").state_dict()
     state["image_encoder.patch_embed.proj.weight"] = torch.zeros(100, 3, 4, 4)
@@ -104,5 +112,5 @@ def test_other_architecture(tmp_path: Path) -> None:
     state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
     path = tmp_path / "odd.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="odd.pth"):
+    with pytest.raises(CheckpointError, match=r"odd\.pth"):
         load_sam(path)

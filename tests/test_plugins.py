@@ -38,18 +38,24 @@ def test_builtins_come_through_entry_points() -> None:
 
 
 def test_unknown_name_lists_installed() -> None:
-    with pytest.raises(PluginError, match=r"unknown prompt strategy 'nope'; installed: .*mean-points"):
+    with pytest.raises(
+        PluginError, match=r"unknown prompt strategy 'nope'; installed: .*mean-points"
+    ):
         get_strategy("nope")
 
 
 def test_bad_parameters_name_the_strategy() -> None:
-    with pytest.raises(PluginError, match="'perturbed-box'.*rejected parameters"):
+    with pytest.raises(PluginError, match=r"'perturbed-box'.*rejected parameters"):
         get_strategy("perturbed-box", wobble=3)
 
 
-def test_example_plugin_found_through_its_entry_point_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_plugin_found_through_its_entry_point_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(GRID_SRC))
-    monkeypatch.syspath_prepend(str(_fake_distribution(tmp_path, "samprompt_grid", "grid = samprompt_grid.strategy")))
+    monkeypatch.syspath_prepend(
+        str(_fake_distribution(tmp_path, "samprompt_grid", "grid = samprompt_grid.strategy"))
+    )
     reset_plugins()
     assert "samprompt_grid 0.1.0" in list_strategies()["grid-points"]
     from samprompt.data import make_phantoms
@@ -61,7 +67,9 @@ def test_example_plugin_found_through_its_entry_point_alone(tmp_path: Path, monk
     assert prompt.num_points == 6 and set(prompt.point_labels.tolist()) <= {0, 1}
 
 
-def test_broken_plugin_is_reported_and_others_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_plugin_is_reported_and_others_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pkg = tmp_path / "broken_plugin.py"
     pkg.write_text("raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -91,9 +99,19 @@ def test_duplicate_names_name_both_sources(tmp_path: Path, monkeypatch: pytest.M
 
 def test_cli_plugins_table_shows_builtins_and_example(tmp_path: Path) -> None:
     _fake_distribution(tmp_path, "samprompt_grid", "grid = samprompt_grid.strategy")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(GRID_SRC), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-m", "samprompt.cli", "plugins"], capture_output=True, text=True,
-                         env=env, check=True).stdout
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(tmp_path), str(GRID_SRC), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "samprompt.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     for name in ("mean-points", "perturbed-box", "combined", "grid-points"):
         assert name in out
     assert "perturbed-box  True" in out

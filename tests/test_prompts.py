@@ -28,10 +28,16 @@ def _inside(prompt: Prompt) -> bool:
     h, w = prompt.image_size
     ok = True
     if prompt.points is not None:
-        ok &= bool((prompt.points >= 0).all() and (prompt.points[:, 0] <= w - 1).all() and (prompt.points[:, 1] <= h - 1).all())
+        ok &= bool(
+            (prompt.points >= 0).all()
+            and (prompt.points[:, 0] <= w - 1).all()
+            and (prompt.points[:, 1] <= h - 1).all()
+        )
     if prompt.boxes is not None:
         b = prompt.boxes
-        ok &= bool((b >= 0).all() and (b[:, [0, 2]] <= w - 1).all() and (b[:, [1, 3]] <= h - 1).all())
+        ok &= bool(
+            (b >= 0).all() and (b[:, [0, 2]] <= w - 1).all() and (b[:, [1, 3]] <= h - 1).all()
+        )
         ok &= bool((b[:, 0] <= b[:, 2]).all() and (b[:, 1] <= b[:, 3]).all())
     return ok
 
@@ -56,8 +62,13 @@ def test_to_input_frame_uses_resize_longest_side() -> None:
     np.testing.assert_allclose(boxes, [[0, 0, 512, 256]])
 
 
-@given(sample=masked_samples(), seed=st.integers(0, 2**31), shift=st.floats(0.0, 0.45),
-       per_component=st.booleans(), coverage=st.floats(0.0, 1.0))
+@given(
+    sample=masked_samples(),
+    seed=st.integers(0, 2**31),
+    shift=st.floats(0.0, 0.45),
+    per_component=st.booleans(),
+    coverage=st.floats(0.0, 1.0),
+)
 @settings(max_examples=150, deadline=None)
 def test_perturbed_box_inside_image_and_covers_stated_fraction(
     sample: Sample, seed: int, shift: float, per_component: bool, coverage: float
@@ -65,7 +76,9 @@ def test_perturbed_box_inside_image_and_covers_stated_fraction(
     strategy = PerturbedBox(max_shift=shift, per_component=per_component, min_coverage=coverage)
     prompt = strategy.training_prompt(sample, np.random.default_rng(seed))
     assert _inside(prompt)
-    regions = components(sample.mask, strategy.min_component_fraction) if per_component else [sample.mask]
+    regions = (
+        components(sample.mask, strategy.min_component_fraction) if per_component else [sample.mask]
+    )
     assert prompt.num_boxes == len(regions)
     for region, box in zip(regions, prompt.boxes, strict=True):
         assert box_coverage(region, box) >= coverage - 1e-12
@@ -79,7 +92,9 @@ def test_perturbed_box_inside_image_and_covers_stated_fraction(
 def test_perturbed_box_jitters_in_training_only() -> None:
     sample = make_phantoms(1, 64, seed=1)[0]
     strategy = PerturbedBox(max_shift=0.2, min_coverage=0.0)
-    boxes = {tuple(strategy.training_prompt(sample, np.random.default_rng(s)).boxes[0]) for s in range(5)}
+    boxes = {
+        tuple(strategy.training_prompt(sample, np.random.default_rng(s)).boxes[0]) for s in range(5)
+    }
     assert len(boxes) == 5
     assert strategy.inference_prompt(sample).same_as(strategy.inference_prompt(sample))
 
@@ -90,8 +105,12 @@ def test_perturbed_box_empty_mask_names_sample() -> None:
         PerturbedBox().inference_prompt(sample)
 
 
-@given(train_seed=st.integers(0, 1000), size=st.tuples(st.integers(40, 160), st.integers(40, 160)),
-       k=st.integers(1, 4), background=st.integers(0, 2))
+@given(
+    train_seed=st.integers(0, 1000),
+    size=st.tuples(st.integers(40, 160), st.integers(40, 160)),
+    k=st.integers(1, 4),
+    background=st.integers(0, 2),
+)
 @settings(max_examples=25, deadline=None)
 def test_mean_points_inside_and_independent_of_test_mask(
     train_seed: int, size: tuple[int, int], k: int, background: int
@@ -124,7 +143,7 @@ def test_mean_points_from_mean_image() -> None:
     strategy.fit(train)
     prompt = strategy.inference_prompt(train[0])
     assert prompt.num_points == 4
-    inside = [train[0].mask[int(round(y)), int(round(x))] for x, y in prompt.points]
+    inside = [train[0].mask[round(y), round(x)] for x, y in prompt.points]
     assert sum(inside) >= 3  # lungs are the dark regions of the mean phantom
 
 
@@ -153,11 +172,14 @@ def test_fit_reads_the_training_split_only(name: str) -> None:
         data[8]  # the guard works
 
 
-@pytest.mark.parametrize("name,params", [
-    ("mean-points", {"points_per_region": 2, "background_points": 1}),
-    ("perturbed-box", {"per_component": True}),
-    ("combined", {"params": {"perturbed-box": {"per_component": True}}}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("mean-points", {"points_per_region": 2, "background_points": 1}),
+        ("perturbed-box", {"per_component": True}),
+        ("combined", {"params": {"perturbed-box": {"per_component": True}}}),
+    ],
+)
 def test_state_dict_round_trip_reproduces_prompts(name: str, params: dict) -> None:
     train = make_phantoms(6, 64, seed=8)
     test = make_phantoms(3, (50, 70), seed=9)

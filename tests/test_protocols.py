@@ -13,12 +13,22 @@ from tests.conftest import shared_dataset
 from tests.test_finetune import _count_encoder_calls
 
 
-def test_cv_folds_partition_and_encoder_runs_once_per_image(tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path) -> None:
+def test_cv_folds_partition_and_encoder_runs_once_per_image(
+    tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
+) -> None:
     data = make_phantoms(10, 64, seed=6)
     calls = _count_encoder_calls(tiny)
     config = FinetuneConfig(epochs=1, batch_size=8, lr=1e-3, thresholds=(0.5, 0.6))
-    result = cross_validate(data, tiny, get_strategy("mean-points"), config, k=5, cache=cache,
-                            out_dir=tmp_path / "cv", progress=False)
+    result = cross_validate(
+        data,
+        tiny,
+        get_strategy("mean-points"),
+        config,
+        k=5,
+        cache=cache,
+        out_dir=tmp_path / "cv",
+        progress=False,
+    )
     assert calls[0] == 10  # 5 folds, every image seen by training, validation and test
     tested = [row.id for fold in result.folds for row in fold.test.per_image]
     assert sorted(tested) == sorted(data.ids)
@@ -28,10 +38,20 @@ def test_cv_folds_partition_and_encoder_runs_once_per_image(tiny: LoadedSam, cac
         assert len(fold.train_ids) == 6 and len(fold.val_ids) == 2
     saved = json.loads((tmp_path / "cv" / "metrics.json").read_text())
     fold_means = [f.test.f1_mean for f in result.folds]
-    assert saved["f1_mean"] == pytest.approx(np.mean(fold_means)) and saved["f1_std"] == pytest.approx(np.std(fold_means))
+    assert saved["f1_mean"] == pytest.approx(np.mean(fold_means)) and saved[
+        "f1_std"
+    ] == pytest.approx(np.std(fold_means))
     assert len(saved["per_image"]) == 10
-    again = cross_validate(data, tiny, get_strategy("mean-points"), config, k=5, cache=cache,
-                           out_dir=tmp_path / "cv", progress=False)
+    again = cross_validate(
+        data,
+        tiny,
+        get_strategy("mean-points"),
+        config,
+        k=5,
+        cache=cache,
+        out_dir=tmp_path / "cv",
+        progress=False,
+    )
     assert calls[0] == 10 and again.summary() == result.summary()  # finished folds are read back
 
 
@@ -41,7 +61,9 @@ def test_zero_shot_and_cross_dataset_run(tiny: LoadedSam, cache: EmbeddingCache)
     assert zs.name == "zero-shot" and len(zs.folds) == 3 and zs.meta["oracle"] is True
     other = make_phantoms(4, (48, 80), seed=8)
     config = FinetuneConfig(epochs=1, batch_size=8, lr=1e-3)
-    cd = cross_dataset(data, other, tiny, get_strategy("mean-points"), config, cache=cache, progress=False)
+    cd = cross_dataset(
+        data, other, tiny, get_strategy("mean-points"), config, cache=cache, progress=False
+    )
     assert [r.id for r in cd.folds[0].test.per_image] == other.ids
     assert 0.0 <= cd.summary()["f1_mean"] <= 1.0
 
@@ -60,5 +82,7 @@ def test_mean_points_fall_inside_real_lungs() -> None:
         fg = prompt.points[prompt.point_labels == 1].round().astype(int)
         inside.append(bool(sample.mask[fg[:, 1], fg[:, 0]].all()))
     fraction = float(np.mean(inside))
-    print(f"mean-points: all points inside the lungs for {fraction:.1%} of {len(inside)} test images")
+    print(
+        f"mean-points: all points inside the lungs for {fraction:.1%} of {len(inside)} test images"
+    )
     assert fraction >= 0.9

@@ -17,16 +17,34 @@ from tests.conftest import shared_dataset
 
 
 def _reproduce(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "samprompt.cli", "reproduce", "--data", str(data), "--checkpoint",
-            "random:tiny", "--quick", "--out", str(out), "-q", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "samprompt.cli",
+        "reproduce",
+        "--data",
+        str(data),
+        "--checkpoint",
+        "random:tiny",
+        "--quick",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def check_report_matches_results(out: Path) -> dict:
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
     assert report.startswith("**These numbers are not meaningful")
-    summaries = [*results["zero_shot"].values(), *results["finetuned"].values(),
-                 *results["cross_dataset"].values(), results["unet"], results["prior"]]
+    summaries = [
+        *results["zero_shot"].values(),
+        *results["finetuned"].values(),
+        *results["cross_dataset"].values(),
+        results["unet"],
+        results["prior"],
+    ]
     for row in summaries:
         assert format_pm(row["f1_mean"], row["f1_std"]) in report
         assert format_pm(row["iou_mean"], row["iou_std"]) in report
@@ -49,8 +67,11 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
     data = write_folder_dataset(make_phantoms(24, 80, seed=3), tmp_path / "data")
     test_data = write_folder_dataset(make_phantoms(6, (64, 96), seed=4), tmp_path / "other")
     out = tmp_path / "run"
-    process = subprocess.Popen(_reproduce(data, out, "--test-data", str(test_data)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _reproduce(data, out, "--test-data", str(test_data)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = out / "finetune" / "box" / "fold_0" / "metrics.json"
     deadline = time.monotonic() + 600
     while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -59,9 +80,13 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "results.json").exists()
-    finished = {p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")}  # one per sub-run
+    finished = {
+        p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")
+    }  # one per sub-run
     assert marker in finished and len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
-    rerun = subprocess.run(_reproduce(data, out, "--test-data", str(test_data)), capture_output=True, text=True)
+    rerun = subprocess.run(
+        _reproduce(data, out, "--test-data", str(test_data)), capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"

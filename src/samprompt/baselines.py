@@ -76,15 +76,24 @@ class UNetConfig:
 
     def build(self) -> UNet:
         """A freshly initialised network."""
-        return UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=self.channels,
-                    strides=(2,) * (len(self.channels) - 1), num_res_units=self.num_res_units)
+        return UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            channels=self.channels,
+            strides=(2,) * (len(self.channels) - 1),
+            num_res_units=self.num_res_units,
+        )
 
 
 def _grey_input(image: np.ndarray) -> np.ndarray:
     """``(SIDE, SIDE)`` float32 in [0, 1]: longest side resized to SIDE, padded bottom/right."""
     grey = image if image.ndim == 2 else np.asarray(Image.fromarray(image).convert("L"))
     h, w = valid_shape(grey.shape[0], grey.shape[1], SIDE)
-    small = np.asarray(Image.fromarray(grey).resize((w, h), Image.Resampling.BILINEAR), np.float32) / 255.0
+    small = (
+        np.asarray(Image.fromarray(grey).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+        / 255.0
+    )
     out = np.zeros((SIDE, SIDE), np.float32)
     out[:h, :w] = small
     return out
@@ -114,15 +123,21 @@ class UNetSegmenter:
         device = self.config.device
         self.net.to(device)
         for start in range(0, len(dataset), self.config.batch_size):
-            batch = [dataset[i] for i in range(start, min(start + self.config.batch_size, len(dataset)))]
-            x = torch.from_numpy(np.stack([_grey_input(s.image) for s in batch])[:, None]).to(device)
+            batch = [
+                dataset[i] for i in range(start, min(start + self.config.batch_size, len(dataset)))
+            ]
+            x = torch.from_numpy(np.stack([_grey_input(s.image) for s in batch])[:, None]).to(
+                device
+            )
             with torch.inference_mode():
                 logits = self.net(x).float().cpu()
             for sample, item in zip(batch, logits, strict=True):
                 h, w = valid_shape(*sample.size, SIDE)
                 crop = item[:, :h, :w]
                 if resolution == "original":
-                    crop = F.interpolate(crop[None], sample.size, mode="bilinear", align_corners=False)[0]
+                    crop = F.interpolate(
+                        crop[None], sample.size, mode="bilinear", align_corners=False
+                    )[0]
                 yield torch.sigmoid(crop[0]).numpy()
 
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -134,10 +149,18 @@ class UNetSegmenter:
         save_file(tensors, str(tmp))
         tmp.replace(folder / "unet.safetensors")
         config = attrs.asdict(self.config)
-        write_json_atomic(folder / "model.json", {
-            "format": FORMAT, "format_version": 1, "kind": "unet", "samprompt_version": __version__,
-            "threshold": self.threshold, "config": config, **(extra or {}),
-        })
+        write_json_atomic(
+            folder / "model.json",
+            {
+                "format": FORMAT,
+                "format_version": 1,
+                "kind": "unet",
+                "samprompt_version": __version__,
+                "threshold": self.threshold,
+                "config": config,
+                **(extra or {}),
+            },
+        )
         return folder
 
 
@@ -165,7 +188,9 @@ def train_unet(
     for epoch in bar:
         tick = time.perf_counter()
         net.train()
-        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
+        order = torch.randperm(
+            len(x_train), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        )
         losses = []
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
@@ -176,12 +201,20 @@ def train_unet(
             losses.append(float(loss.detach()) * len(idx))
         net.eval()
         with torch.inference_mode():
-            val_logits = torch.cat([net(x_val[i : i + 16].to(config.device)).cpu() for i in range(0, len(x_val), 16)])
+            val_logits = torch.cat(
+                [net(x_val[i : i + 16].to(config.device)).cpu() for i in range(0, len(x_val), 16)]
+            )
             val_loss = float(loss_fn(val_logits, y_val))
             inter = ((val_logits > 0) & (y_val > 0)).flatten(1).sum(1).float()
             denom = ((val_logits > 0).flatten(1).sum(1) + (y_val > 0).flatten(1).sum(1)).float()
-            val_f1 = float(torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom)).mean())
-        record = EpochRecord(epoch + 1, sum(losses) / len(x_train), val_loss, val_f1, time.perf_counter() - tick)
+            val_f1 = float(
+                torch.where(
+                    denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom)
+                ).mean()
+            )
+        record = EpochRecord(
+            epoch + 1, sum(losses) / len(x_train), val_loss, val_f1, time.perf_counter() - tick
+        )
         history.append(record)
         bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}")
         if val_loss < best[0]:
@@ -206,7 +239,9 @@ def load_unet_model(folder: str | Path, *, device: str = "cpu") -> UNetSegmenter
     try:
         net.load_state_dict(load_file(str(folder / "unet.safetensors")))
     except Exception as exc:
-        raise CheckpointError(f"{folder / 'unet.safetensors'}: cannot load U-Net weights ({exc})") from exc
+        raise CheckpointError(
+            f"{folder / 'unet.safetensors'}: cannot load U-Net weights ({exc})"
+        ) from exc
     return UNetSegmenter(net.to(device), config, float(meta["threshold"]))
 
 

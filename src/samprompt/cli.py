@@ -69,27 +69,46 @@ def _strategy(args: argparse.Namespace) -> PromptStrategy:
 
 
 def _cache(args: argparse.Namespace) -> EmbeddingCache:
-    return EmbeddingCache(args.cache, batch_size=args.embed_batch_size, precision=args.precision,
-                          progress=not args.quiet)
+    return EmbeddingCache(
+        args.cache,
+        batch_size=args.embed_batch_size,
+        precision=args.precision,
+        progress=not args.quiet,
+    )
 
 
 def _config(args: argparse.Namespace, model: LoadedSam) -> FinetuneConfig:
     lr = args.lr if args.lr is not None else (1e-4 if model.is_random else 1e-5)
     return FinetuneConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
-        loss=args.loss, seed=args.seed, device=args.device, precision=args.precision,
-        patience=args.patience, eval_resolution=args.resolution,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=lr,
+        weight_decay=args.weight_decay,
+        loss=args.loss,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        patience=args.patience,
+        eval_resolution=args.resolution,
     )
 
 
 def _notes(model: LoadedSam, strategy: PromptStrategy, resolution: str) -> list[str]:
     notes = []
     if model.is_random:
-        notes.append(f"**RANDOM WEIGHTS ({model.spec}): these numbers are not meaningful about SAM.**")
+        notes.append(
+            f"**RANDOM WEIGHTS ({model.spec}): these numbers are not meaningful about SAM.**"
+        )
     notes.append(f"checkpoint: {model.spec} (SAM {model.variant}, sha256 {model.sha256})")
-    oracle = " — ORACLE: prompts built from ground-truth masks at test time" if strategy.needs_mask_at_inference else ""
+    oracle = (
+        " — ORACLE: prompts built from ground-truth masks at test time"
+        if strategy.needs_mask_at_inference
+        else ""
+    )
     notes.append(f"prompt strategy: {strategy.name}{oracle}")
-    notes.append(f"evaluation resolution: {'256x256 low-res frame' if resolution == 'low' else 'original image size'}")
+    notes.append(
+        f"evaluation resolution: {'256x256 low-res frame' if resolution == 'low' else 'original image size'}"
+    )
     notes.append(f"samprompt {__version__}")
     return notes
 
@@ -106,11 +125,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
     data = _load_dataset(args.data, args.format, args.skip_invalid)
     cache = _cache(args)
     tick = time.perf_counter()
-    cache.embed(model, data, device=args.device, rank=distributed.rank(), world_size=distributed.world_size())
+    cache.embed(
+        model,
+        data,
+        device=args.device,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+    )
     seconds = time.perf_counter() - tick
     s = cache.stats
     where = f"rank {distributed.rank()}/{distributed.world_size()}: " if multi else ""
-    print(f"{where}{len(data)} images: {s.hits} cached, {s.encoder_calls} computed ({seconds:.1f} s) in {cache.root}")
+    print(
+        f"{where}{len(data)} images: {s.hits} cached, {s.encoder_calls} computed ({seconds:.1f} s) in {cache.root}"
+    )
     distributed.barrier()
     return 0
 
@@ -122,7 +149,9 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
     train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
     cache = _cache(args)
     main_rank = distributed.is_main()
-    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet and main_rank)
+    tuner = Finetuner(
+        model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet and main_rank
+    )
     result = tuner.fit(train, val, resume=args.resume)
     if not main_rank:
         return 0
@@ -131,15 +160,27 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
     scores = evaluator.evaluate(result.segmenter, test)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
     metrics = scores.to_dict() | {
-        "prior_f1_mean": prior.f1_mean, "prior_f1_std": prior.f1_std,
-        "prior_iou_mean": prior.iou_mean, "prior_iou_std": prior.iou_std,
+        "prior_f1_mean": prior.f1_mean,
+        "prior_f1_std": prior.f1_std,
+        "prior_iou_mean": prior.iou_mean,
+        "prior_iou_std": prior.iou_std,
         "split": {"train": len(train), "val": len(val), "test": len(test), "seed": args.seed},
-        "best_epoch": result.best_epoch, "oracle": bool(strategy.needs_mask_at_inference),
+        "best_epoch": result.best_epoch,
+        "oracle": bool(strategy.needs_mask_at_inference),
     }
-    write_metrics(out, metrics, "Fine-tuned SAM mask decoder: test split",
-                  _notes(model, strategy, config.eval_resolution) + [f"best epoch {result.best_epoch}, threshold {result.threshold} (chosen on validation)"])
-    print(f"test F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f}, IoU {scores.iou_mean:.4f} ± {scores.iou_std:.4f} "
-          f"(mean-mask prior F1 {prior.f1_mean:.4f}); model and report in {out}")
+    write_metrics(
+        out,
+        metrics,
+        "Fine-tuned SAM mask decoder: test split",
+        [
+            *_notes(model, strategy, config.eval_resolution),
+            f"best epoch {result.best_epoch}, threshold {result.threshold} (chosen on validation)",
+        ],
+    )
+    print(
+        f"test F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f}, IoU {scores.iou_mean:.4f} ± {scores.iou_std:.4f} "
+        f"(mean-mask prior F1 {prior.f1_mean:.4f}); model and report in {out}"
+    )
     return 0
 
 
@@ -158,14 +199,32 @@ def cmd_cv(args: argparse.Namespace) -> int:
     strategy = _strategy(args)
     config = None if args.zero_shot else _config(args, model)
     out = Path(args.out)
-    result = cross_validate(data, model, strategy, config, k=args.folds, seed=args.seed,
-                            cache=_cache(args), out_dir=out, progress=not args.quiet)
+    result = cross_validate(
+        data,
+        model,
+        strategy,
+        config,
+        k=args.folds,
+        seed=args.seed,
+        cache=_cache(args),
+        out_dir=out,
+        progress=not args.quiet,
+    )
     metrics = result.to_dict()
-    title = f"{args.folds}-fold cross-validation ({'zero-shot' if config is None else 'fine-tuned'})"
-    write_metrics(out, metrics, title, _notes(model, strategy, args.resolution) + ["mean ± std over folds of the fold means"])
+    title = (
+        f"{args.folds}-fold cross-validation ({'zero-shot' if config is None else 'fine-tuned'})"
+    )
+    write_metrics(
+        out,
+        metrics,
+        title,
+        [*_notes(model, strategy, args.resolution), "mean ± std over folds of the fold means"],
+    )
     s = result.summary()
-    print(f"F1 {s['f1_mean']:.4f} ± {s['f1_std']:.4f}, IoU {s['iou_mean']:.4f} ± {s['iou_std']:.4f} over "
-          f"{args.folds} folds (mean-mask prior F1 {s['prior_f1_mean']:.4f}); report in {out}")
+    print(
+        f"F1 {s['f1_mean']:.4f} ± {s['f1_std']:.4f}, IoU {s['iou_mean']:.4f} ± {s['iou_std']:.4f} over "
+        f"{args.folds} folds (mean-mask prior F1 {s['prior_f1_mean']:.4f}); report in {out}"
+    )
     return 0
 
 
@@ -188,8 +247,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if isinstance(model, SamSegmenter):
         notes = _notes(model.model, model.strategy, args.resolution) + notes
     write_metrics(args.out, result.to_dict(), "Evaluation", notes)
-    print(f"F1 {result.f1_mean:.4f} ± {result.f1_std:.4f}, IoU {result.iou_mean:.4f} ± {result.iou_std:.4f} "
-          f"on {len(data)} images; report in {args.out}")
+    print(
+        f"F1 {result.f1_mean:.4f} ± {result.f1_std:.4f}, IoU {result.iou_mean:.4f} ± {result.iou_std:.4f} "
+        f"on {len(data)} images; report in {args.out}"
+    )
     return 0
 
 
@@ -205,8 +266,12 @@ def _boxes(path: str | None, data: Dataset) -> dict[str, Prompt]:
         if ident not in sizes:
             raise PromptError(f"{path}: id {ident!r} is not among the images")
         entry = boxes if isinstance(boxes, dict) else {"boxes": boxes}
-        prompts[ident] = Prompt(sizes[ident], boxes=entry.get("boxes"), points=entry.get("points"),
-                                point_labels=entry.get("point_labels"))
+        prompts[ident] = Prompt(
+            sizes[ident],
+            boxes=entry.get("boxes"),
+            points=entry.get("points"),
+            point_labels=entry.get("point_labels"),
+        )
     return prompts
 
 
@@ -226,7 +291,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     for sample, prob in zip(data, model.predict_proba(data, resolution="original"), strict=True):
-        mask = (prob >= (args.threshold if args.threshold is not None else model.threshold)).astype(np.uint8) * 255
+        mask = (prob >= (args.threshold if args.threshold is not None else model.threshold)).astype(
+            np.uint8
+        ) * 255
         tmp = out / f".{sample.id}.png.tmp"
         Image.fromarray(mask).save(tmp, format="PNG")
         tmp.replace(out / f"{sample.id}.png")
@@ -240,14 +307,36 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     fmt = "folder" if args.dataset == "folder" else args.dataset
     data = _load_dataset(args.data, fmt, args.skip_invalid)
-    test_data = _load_dataset(args.test_data, args.test_format, args.skip_invalid) if args.test_data else None
+    test_data = (
+        _load_dataset(args.test_data, args.test_format, args.skip_invalid)
+        if args.test_data
+        else None
+    )
     model = load_sam(args.checkpoint, seed=args.seed)
-    settings = ReproduceSettings(out=Path(args.out), epochs=args.epochs, folds=args.folds, seed=args.seed,
-                                 unet_epochs=args.unet_epochs, device=args.device, precision=args.precision,
-                                 quick=args.quick)
-    cache = EmbeddingCache(args.cache, precision=args.precision, progress=not args.quiet) if args.cache else None
-    run_reproduce(data, model, settings, test_data=test_data, cache=cache,
-                  dataset_name=f"{args.dataset} ({args.data})", progress=not args.quiet)
+    settings = ReproduceSettings(
+        out=Path(args.out),
+        epochs=args.epochs,
+        folds=args.folds,
+        seed=args.seed,
+        unet_epochs=args.unet_epochs,
+        device=args.device,
+        precision=args.precision,
+        quick=args.quick,
+    )
+    cache = (
+        EmbeddingCache(args.cache, precision=args.precision, progress=not args.quiet)
+        if args.cache
+        else None
+    )
+    run_reproduce(
+        data,
+        model,
+        settings,
+        test_data=test_data,
+        cache=cache,
+        dataset_name=f"{args.dataset} ({args.data})",
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -260,17 +349,31 @@ def cmd_baseline_unet(args: argparse.Namespace) -> int:
     config = UNetConfig(epochs=args.epochs, seed=args.seed, device=args.device)
     out = Path(args.out)
     model, history = train_unet(train, val, config, out_dir=out, progress=not args.quiet)
-    plot_learning_curve([attrs.asdict(r) for r in history], out / "learning_curve.png", "U-Net learning curve")
+    plot_learning_curve(
+        [attrs.asdict(r) for r in history], out / "learning_curve.png", "U-Net learning curve"
+    )
     evaluator = Evaluator(args.resolution)
     scores = evaluator.evaluate(model, test)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    metrics = scores.to_dict() | {"prior_f1_mean": prior.f1_mean, "prior_f1_std": prior.f1_std,
-                                  "prior_iou_mean": prior.iou_mean, "prior_iou_std": prior.iou_std}
-    write_metrics(out, metrics, "U-Net baseline: test split",
-                  [f"MONAI UNet from scratch, {args.epochs} epochs, DiceFocalLoss, Adam lr {config.lr}",
-                   f"split 60/20/20 seed {args.seed}: {len(train)}/{len(val)}/{len(test)} images"])
-    print(f"U-Net test F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f} (mean-mask prior {prior.f1_mean:.4f}); "
-          f"model in {out}")
+    metrics = scores.to_dict() | {
+        "prior_f1_mean": prior.f1_mean,
+        "prior_f1_std": prior.f1_std,
+        "prior_iou_mean": prior.iou_mean,
+        "prior_iou_std": prior.iou_std,
+    }
+    write_metrics(
+        out,
+        metrics,
+        "U-Net baseline: test split",
+        [
+            f"MONAI UNet from scratch, {args.epochs} epochs, DiceFocalLoss, Adam lr {config.lr}",
+            f"split 60/20/20 seed {args.seed}: {len(train)}/{len(val)}/{len(test)} images",
+        ],
+    )
+    print(
+        f"U-Net test F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f} (mean-mask prior {prior.f1_mean:.4f}); "
+        f"model in {out}"
+    )
     return 0
 
 
@@ -284,37 +387,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--format", choices=sorted(FORMATS), default="folder",
-                   help="layout: folder = DIR/images/<id>.png + DIR/masks/<id>.png (default); "
-                        "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
-                        "shenzhen = CXR_png + mask/<id>_mask.png")
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        default="folder",
+        help="layout: folder = DIR/images/<id>.png + DIR/masks/<id>.png (default); "
+        "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
+        "shenzhen = CXR_png + mask/<id>_mask.png",
+    )
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
 
 
 def _run_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
-    p.add_argument("--checkpoint", required=checkpoint_required, default=None,
-                   help="SAM checkpoint path or random:<variant> spec")
-    p.add_argument("--cache", default=str(default_cache_dir()), help="embedding cache folder (default %(default)s)")
+    p.add_argument(
+        "--checkpoint",
+        required=checkpoint_required,
+        default=None,
+        help="SAM checkpoint path or random:<variant> spec",
+    )
+    p.add_argument(
+        "--cache",
+        default=str(default_cache_dir()),
+        help="embedding cache folder (default %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype (default fp32)")
-    p.add_argument("--embed-batch-size", type=int, default=1, help="images per encoder call (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)")
-    p.add_argument("--resolution", choices=["low", "original"], default="low",
-                   help="evaluate in the 256x256 low-res frame (the paper, default) or at image size")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="autocast dtype (default fp32)",
+    )
+    p.add_argument(
+        "--embed-batch-size", type=int, default=1, help="images per encoder call (default 1)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)"
+    )
+    p.add_argument(
+        "--resolution",
+        choices=["low", "original"],
+        default="low",
+        help="evaluate in the 256x256 low-res frame (the paper, default) or at image size",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt", default="mean-points", help="prompt strategy (see `samprompt plugins`; default mean-points)")
-    p.add_argument("--prompt-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="strategy parameter, value read as JSON when it parses (repeatable)")
-    p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100, the paper)")
+    p.add_argument(
+        "--prompt",
+        default="mean-points",
+        help="prompt strategy (see `samprompt plugins`; default mean-points)",
+    )
+    p.add_argument(
+        "--prompt-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="strategy parameter, value read as JSON when it parses (repeatable)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=100, help="training epochs (default 100, the paper)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default 1e-5 for real checkpoints, the paper; 1e-4 for random: specs)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default 1e-5 for real checkpoints, the paper; 1e-4 for random: specs)",
+    )
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
-    p.add_argument("--loss", choices=["dice_focal", "dice_ce"], default="dice_focal", help="MONAI loss (default dice_focal)")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default off)")
+    p.add_argument(
+        "--loss",
+        choices=["dice_focal", "dice_ce"],
+        default="dice_focal",
+        help="MONAI loss (default dice_focal)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=None, help="early-stopping patience in epochs (default off)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,41 +472,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samprompt",
         description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary medical "
-                    "image segmentation. Image embeddings are computed once and cached.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "image segmentation. Image embeddings are computed once and cached.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="end-to-end run on synthetic phantoms with random:tiny (about a minute)",
-                       description="Fit, sweep the threshold, evaluate and report on synthetic chest phantoms "
-                                   "with a tiny random-weight SAM. Needs no data and no weights.")
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end run on synthetic phantoms with random:tiny (about a minute)",
+        description="Fit, sweep the threshold, evaluate and report on synthetic chest phantoms "
+        "with a tiny random-weight SAM. Needs no data and no weights.",
+    )
     p.add_argument("--out", default="samprompt-demo", help="output folder (default %(default)s)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--images", type=int, default=40, help="number of phantom images (default 40)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("reproduce", help="every table and figure of the paper in one resumable run",
-                       epilog=EPILOG,
-                       description="Zero-shot SAM, threshold sweeps, the lr x weight-decay grid, fine-tuned "
-                                   "cross-validation per prompt type, cross-dataset tests, the U-Net baseline and "
-                                   "the mean-mask prior; writes report.md, results.json and figures/. Rerunning "
-                                   "with the same arguments reuses cached embeddings and finished sub-runs.")
-    p.add_argument("--dataset", choices=["montgomery", "shenzhen", "folder"], default="folder",
-                   help="layout of --data: montgomery/shenzhen = official layouts, folder = images/ + masks/")
+    p = sub.add_parser(
+        "reproduce",
+        help="every table and figure of the paper in one resumable run",
+        epilog=EPILOG,
+        description="Zero-shot SAM, threshold sweeps, the lr x weight-decay grid, fine-tuned "
+        "cross-validation per prompt type, cross-dataset tests, the U-Net baseline and "
+        "the mean-mask prior; writes report.md, results.json and figures/. Rerunning "
+        "with the same arguments reuses cached embeddings and finished sub-runs.",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["montgomery", "shenzhen", "folder"],
+        default="folder",
+        help="layout of --data: montgomery/shenzhen = official layouts, folder = images/ + masks/",
+    )
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--test-data", default=None, help="second dataset for the cross-dataset tables")
-    p.add_argument("--test-format", choices=sorted(FORMATS), default="folder", help="layout of --test-data")
+    p.add_argument(
+        "--test-format", choices=sorted(FORMATS), default="folder", help="layout of --test-data"
+    )
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
-    p.add_argument("--checkpoint", required=True, help="SAM checkpoint path or random:<variant> spec")
+    p.add_argument(
+        "--checkpoint", required=True, help="SAM checkpoint path or random:<variant> spec"
+    )
     p.add_argument("--out", required=True, help="output folder (resumable)")
     p.add_argument("--epochs", type=int, default=100, help="fine-tuning epochs (default 100)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--unet-epochs", type=int, default=30, help="U-Net epochs (default 30)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke-test size: 24 images, 2 folds, 2 epochs, 2-point grid, 2 U-Net epochs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test size: 24 images, 2 folds, 2 epochs, 2-point grid, 2 U-Net epochs",
+    )
     p.add_argument("--cache", default=None, help="embedding cache (default OUT/cache)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype")
@@ -366,15 +534,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="baselines that need no SAM weights")
     baselines = p.add_subparsers(dest="baseline", required=True, metavar="BASELINE")
-    p = baselines.add_parser("unet", help="train a MONAI U-Net from scratch on a 60/20/20 split",
-                             description="Writes a model folder that `samprompt evaluate` and `samprompt predict` "
-                                         "accept, plus metrics.json, summary.md and learning_curve.png.")
+    p = baselines.add_parser(
+        "unet",
+        help="train a MONAI U-Net from scratch on a 60/20/20 split",
+        description="Writes a model folder that `samprompt evaluate` and `samprompt predict` "
+        "accept, plus metrics.json, summary.md and learning_curve.png.",
+    )
     _data_args(p)
     p.add_argument("--out", required=True, help="model folder")
     p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--resolution", choices=["low", "original"], default="low", help="evaluation resolution")
+    p.add_argument(
+        "--resolution", choices=["low", "original"], default="low", help="evaluation resolution"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_baseline_unet)
 
@@ -386,10 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("finetune", help="fine-tune the mask decoder on a 60/20/20 split", epilog=EPILOG,
-                       description="Train on 60%%, pick epoch and threshold on 20%%, report on the last 20%%. "
-                                   "Writes a model folder (decoder.safetensors, model.json), metrics.json, "
-                                   "summary.md and learning_curve.png.")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the mask decoder on a 60/20/20 split",
+        epilog=EPILOG,
+        description="Train on 60%%, pick epoch and threshold on 20%%, report on the last 20%%. "
+        "Writes a model folder (decoder.safetensors, model.json), metrics.json, "
+        "summary.md and learning_curve.png.",
+    )
     _data_args(p)
     _run_args(p)
     _train_args(p)
@@ -402,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     _train_args(p)
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds")
+    p.add_argument(
+        "--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds"
+    )
     p.add_argument("--out", required=True, help="output folder (one resumable sub-folder per fold)")
     p.set_defaults(func=cmd_cv)
 
@@ -414,13 +593,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="write binary masks for new images", epilog=EPILOG,
-                       description="Writes <id>.png masks (0/255) at each image's own size.")
+    p = sub.add_parser(
+        "predict",
+        help="write binary masks for new images",
+        epilog=EPILOG,
+        description="Writes <id>.png masks (0/255) at each image's own size.",
+    )
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--images", required=True, help="folder of images (or DIR/images)")
     p.add_argument("--skip-invalid", action="store_true", help="skip unreadable images")
-    p.add_argument("--boxes", default=None,
-                   help='JSON {"<id>": [[x0, y0, x1, y1], ...]} for strategies that need boxes at inference')
+    p.add_argument(
+        "--boxes",
+        default=None,
+        help='JSON {"<id>": [[x0, y0, x1, y1], ...]} for strategies that need boxes at inference',
+    )
     _run_args(p, checkpoint_required=False)
     p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     p.add_argument("--out", required=True, help="output folder")
@@ -432,7 +618,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``samprompt`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         code: int = args.func(args)
         return code

@@ -30,7 +30,9 @@ def _one_of(*choices: str) -> Any:
     return check
 
 
-def _thresholds(instance: object, attribute: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
+def _thresholds(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[float, ...]
+) -> None:
     if not value or any(not 0.0 < t < 1.0 for t in value):
         raise ConfigError(f"thresholds must be non-empty and inside (0, 1), got {value!r}")
 
@@ -74,6 +76,14 @@ class FinetuneConfig:
         Thresholds swept on validation after training (0.50-0.70, step 0.05).
     eval_resolution : {"low", "original"}
         Resolution of the sweep and of reported metrics ("low": 256x256, the paper).
+
+    Examples
+    --------
+    >>> config = FinetuneConfig(epochs=30, lr=1e-4)
+    >>> config.weight_decay, config.loss, config.thresholds[0]
+    (0.0, 'dice_focal', 0.5)
+    >>> config.replace(precision="bf16").precision
+    'bf16'
     """
 
     epochs: int = attrs.field(default=100, validator=_positive)

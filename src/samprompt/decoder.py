@@ -43,22 +43,28 @@ def _groups(rows: list[Row]) -> list[list[int]]:
     return list(groups.values())
 
 
+def _stack(arrays: list[np.ndarray | None]) -> np.ndarray:
+    return np.stack([a for a in arrays if a is not None])
+
+
 def _sparse_embeddings(sam: Sam, rows: list[Row], device: torch.device) -> torch.Tensor:
     """Encode same-shaped rows with the (frozen) prompt encoder in one call."""
     first = rows[0]
     point_arg = None
     if first[1] is not None:
-        coords = torch.as_tensor(np.stack([r[1] for r in rows]), dtype=torch.float32, device=device)
-        labels = torch.as_tensor(np.stack([r[2] for r in rows]), dtype=torch.int64, device=device)
+        coords = torch.as_tensor(_stack([r[1] for r in rows]), dtype=torch.float32, device=device)
+        labels = torch.as_tensor(_stack([r[2] for r in rows]), dtype=torch.int64, device=device)
         point_arg = (coords, labels)
     box_arg = None
     if first[3] is not None:
-        box_arg = torch.as_tensor(np.stack([r[3] for r in rows]), dtype=torch.float32, device=device)
+        box_arg = torch.as_tensor(_stack([r[3] for r in rows]), dtype=torch.float32, device=device)
     sparse, _ = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=None)
     return sparse  # type: ignore[no-any-return]
 
 
-def _decode_rows(sam: Sam, src: torch.Tensor, sparse: torch.Tensor, multimask_output: bool) -> torch.Tensor:
+def _decode_rows(
+    sam: Sam, src: torch.Tensor, sparse: torch.Tensor, multimask_output: bool
+) -> torch.Tensor:
     """SAM's mask decoder on one image embedding per row (no repeat_interleave), ``(R, 1, S, S)``."""
     decoder = sam.mask_decoder
     n_rows, channels, h, w = src.shape
@@ -71,11 +77,14 @@ def _decode_rows(sam: Sam, src: torch.Tensor, sparse: torch.Tensor, multimask_ou
     flat = upscaled.flatten(2)
     if multimask_output:
         hyper = torch.stack(
-            [decoder.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in range(1, decoder.num_mask_tokens)],
+            [
+                decoder.output_hypernetworks_mlps[i](hs[:, 1 + i])
+                for i in range(1, decoder.num_mask_tokens)
+            ],
             dim=1,
         )
         best = decoder.iou_prediction_head(hs[:, 0])[:, 1:].argmax(dim=1)
-        logits = (hyper @ flat)[torch.arange(n_rows, device=src.device), best]
+        logits: torch.Tensor = (hyper @ flat)[torch.arange(n_rows, device=src.device), best]
     else:
         logits = (decoder.output_hypernetworks_mlps[0](hs[:, 1]).unsqueeze(1) @ flat)[:, 0]
     return logits.reshape(n_rows, 1, upscaled.shape[2], upscaled.shape[3])

@@ -20,7 +20,15 @@ from torch import nn
 from samprompt.decoder import decode_low_res
 from samprompt.prompts.prompt import Prompt
 
-__all__ = ["DecoderModule", "all_gather", "barrier", "init_from_env", "is_main", "rank", "world_size"]
+__all__ = [
+    "DecoderModule",
+    "all_gather",
+    "barrier",
+    "init_from_env",
+    "is_main",
+    "rank",
+    "world_size",
+]
 
 
 def world_size() -> int:
@@ -83,4 +91,6 @@ class DecoderModule(nn.Module):
         self.multimask_output = multimask_output
 
     def forward(self, embeddings: torch.Tensor, prompts: list[Prompt]) -> torch.Tensor:
-        return decode_low_res(self._sam[0], embeddings, prompts, multimask_output=self.multimask_output)
+        return decode_low_res(
+            self._sam[0], embeddings, prompts, multimask_output=self.multimask_output
+        )

@@ -40,6 +40,12 @@ class EvalResult:
         Probability threshold used.
     resolution : str
         ``"low"`` (256x256, the paper) or ``"original"``.
+
+    Examples
+    --------
+    >>> result = EvalResult((ImageScore("a", 0.9, 0.8), ImageScore("b", 0.7, 0.6)), 0.5, "low")
+    >>> round(result.f1_mean, 3), round(result.f1_std, 3), result.to_dict()["n_images"]
+    (0.8, 0.1, 2)
     """
 
     per_image: tuple[ImageScore, ...]
@@ -100,6 +106,15 @@ class SweepResult:
         One result per threshold, in sweep order.
     best_threshold : float
         The threshold with the highest mean F1 (the lowest on ties).
+
+    Examples
+    --------
+    >>> from samprompt.data import make_phantoms
+    >>> from samprompt.segmenter import MeanMaskPrior
+    >>> data = make_phantoms(6, 64)
+    >>> sweep = Evaluator().threshold_sweep(MeanMaskPrior().fit(data[:4]), data[4:])
+    >>> [row["threshold"] for row in sweep.rows()]
+    [0.5, 0.55, 0.6, 0.65, 0.7]
     """
 
     results: tuple[EvalResult, ...]
@@ -108,8 +123,13 @@ class SweepResult:
     def rows(self) -> list[dict[str, float]]:
         """``threshold, f1_mean, f1_std, iou_mean, iou_std`` per threshold."""
         return [
-            {"threshold": r.threshold, "f1_mean": r.f1_mean, "f1_std": r.f1_std,
-             "iou_mean": r.iou_mean, "iou_std": r.iou_std}
+            {
+                "threshold": r.threshold,
+                "f1_mean": r.f1_mean,
+                "f1_std": r.f1_std,
+                "iou_mean": r.iou_mean,
+                "iou_std": r.iou_std,
+            }
             for r in self.results
         ]
 
@@ -140,7 +160,9 @@ class Evaluator:
     True
     """
 
-    def __init__(self, resolution: str = "low", thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> None:
+    def __init__(
+        self, resolution: str = "low", thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    ) -> None:
         if resolution not in RESOLUTIONS:
             raise ConfigError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
         if not thresholds or any(not 0.0 < t < 1.0 for t in thresholds):
@@ -148,13 +170,19 @@ class Evaluator:
         self.resolution = resolution
         self.thresholds = tuple(float(t) for t in thresholds)
 
-    def _scores(self, model: Segmenter, dataset: Dataset, thresholds: Sequence[float]) -> tuple[list[str], np.ndarray]:
+    def _scores(
+        self, model: Segmenter, dataset: Dataset, thresholds: Sequence[float]
+    ) -> tuple[list[str], np.ndarray]:
         """``(ids, scores)`` with scores ``(N, T, 2)``: F1 and IoU per image and threshold."""
         ids, rows = [], []
-        for sample, prob in zip(dataset, model.predict_proba(dataset, resolution=self.resolution), strict=True):
+        for sample, prob in zip(
+            dataset, model.predict_proba(dataset, resolution=self.resolution), strict=True
+        ):
             truth = target_at(sample.require_mask(), self.resolution)
             if prob.shape != truth.shape:
-                raise ConfigError(f"sample {sample.id!r}: prediction {prob.shape} vs truth {truth.shape}")
+                raise ConfigError(
+                    f"sample {sample.id!r}: prediction {prob.shape} vs truth {truth.shape}"
+                )
             preds = np.stack([prob >= t for t in thresholds])
             f1, iou = f1_iou(preds, np.broadcast_to(truth, preds.shape))
             ids.append(sample.id)
@@ -162,11 +190,17 @@ class Evaluator:
         return ids, np.stack(rows) if rows else np.zeros((0, len(thresholds), 2))
 
     @staticmethod
-    def _result(ids: list[str], scores: np.ndarray, threshold: float, resolution: str) -> EvalResult:
-        rows = tuple(ImageScore(i, float(f), float(u)) for i, (f, u) in zip(ids, scores, strict=True))
+    def _result(
+        ids: list[str], scores: np.ndarray, threshold: float, resolution: str
+    ) -> EvalResult:
+        rows = tuple(
+            ImageScore(i, float(f), float(u)) for i, (f, u) in zip(ids, scores, strict=True)
+        )
         return EvalResult(rows, threshold, resolution)
 
-    def evaluate(self, model: Segmenter, samples: Dataset, threshold: float | None = None) -> EvalResult:
+    def evaluate(
+        self, model: Segmenter, samples: Dataset, threshold: float | None = None
+    ) -> EvalResult:
         """F1 and IoU of ``model`` on ``samples`` at ``threshold`` (default: the model's own)."""
         dataset = as_dataset(samples)
         chosen = float(model.threshold if threshold is None else threshold)
@@ -178,7 +212,8 @@ class Evaluator:
         dataset = as_dataset(val)
         ids, scores = self._scores(model, dataset, self.thresholds)
         results = tuple(
-            self._result(ids, scores[:, k], t, self.resolution) for k, t in enumerate(self.thresholds)
+            self._result(ids, scores[:, k], t, self.resolution)
+            for k, t in enumerate(self.thresholds)
         )
         best = max(results, key=lambda r: (r.f1_mean, -r.threshold))
         return SweepResult(results, best.threshold)
@@ -186,5 +221,7 @@ class Evaluator:
 
 def eval_result_from_dict(data: dict[str, Any]) -> EvalResult:
     """Rebuild an :class:`EvalResult` from :meth:`EvalResult.to_dict` output."""
-    rows = tuple(ImageScore(str(r["id"]), float(r["f1"]), float(r["iou"])) for r in data["per_image"])
+    rows = tuple(
+        ImageScore(str(r["id"]), float(r["f1"]), float(r["iou"])) for r in data["per_image"]
+    )
     return EvalResult(rows, float(data["threshold"]), str(data["resolution"]))

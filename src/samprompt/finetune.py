@@ -46,7 +46,13 @@ CHECKPOINT = "checkpoint.pt"
 
 @attrs.frozen
 class EpochRecord:
-    """Losses and validation F1 (threshold 0.5, low-res) after one epoch."""
+    """Losses and validation F1 (threshold 0.5, low-res) after one epoch.
+
+    Examples
+    --------
+    >>> EpochRecord(epoch=1, train_loss=0.8, val_loss=0.7, val_f1=0.6, seconds=2.0).val_f1
+    0.6
+    """
 
     epoch: int
     train_loss: float
@@ -74,6 +80,12 @@ class FitResult:
         The fine-tuned model, ready for :class:`~samprompt.Evaluator` or prediction.
     strategy_state : dict
         The fitted strategy's ``state_dict()``.
+
+    Examples
+    --------
+    >>> result = tuner.fit(train, val)  # doctest: +SKIP
+    >>> result.best_epoch, result.threshold, len(result.history)  # doctest: +SKIP
+    (97, 0.55, 100)
     """
 
     history: list[EpochRecord]
@@ -91,8 +103,12 @@ class FitResult:
 
 def loss_function(config: FinetuneConfig) -> torch.nn.Module:
     if config.loss == "dice_ce":
-        return DiceCELoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other)
-    return DiceFocalLoss(sigmoid=True, lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other)
+        return DiceCELoss(
+            sigmoid=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other
+        )
+    return DiceFocalLoss(
+        sigmoid=True, lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other
+    )
 
 
 class Finetuner:
@@ -156,10 +172,14 @@ class Finetuner:
             prompts = [self.strategy.inference_prompt(s) for s in samples]
         else:
             prompts = [
-                self.strategy.training_prompt(s, np.random.default_rng([self.config.seed, epoch, int(i)]))
+                self.strategy.training_prompt(
+                    s, np.random.default_rng([self.config.seed, epoch, int(i)])
+                )
                 for s, i in zip(samples, positions, strict=True)
             ]
-        targets = torch.from_numpy(np.stack([low_res_target(s.require_mask(), side) for s in samples]))
+        targets = torch.from_numpy(
+            np.stack([low_res_target(s.require_mask(), side) for s in samples])
+        )
         targets = targets[:, None].float().to(self.config.device)
         embeddings = index.load(positions, self.config.device)
         if self._ddp is not None and epoch is not None:
@@ -172,9 +192,13 @@ class Finetuner:
     def _autocast(self) -> Any:
         if self.config.precision != "bf16":
             return nullcontext()
-        return torch.autocast(device_type=torch.device(self.config.device).type, dtype=torch.bfloat16)
+        return torch.autocast(
+            device_type=torch.device(self.config.device).type, dtype=torch.bfloat16
+        )
 
-    def _validate(self, val: Dataset, index: EmbeddingIndex, loss_fn: torch.nn.Module) -> tuple[float, float]:
+    def _validate(
+        self, val: Dataset, index: EmbeddingIndex, loss_fn: torch.nn.Module
+    ) -> tuple[float, float]:
         """Validation loss and F1 (threshold 0.5); each rank scores its share, results gathered."""
         mine = list(range(distributed.rank(), len(val), distributed.world_size()))
         weighted_loss, f1s = 0.0, []
@@ -217,7 +241,9 @@ class Finetuner:
         return state
 
     # ------------------------------------------------------------------- fit
-    def fit(self, train: Dataset | Sequence[Any], val: Dataset | Sequence[Any], *, resume: bool = False) -> FitResult:
+    def fit(
+        self, train: Dataset | Sequence[Any], val: Dataset | Sequence[Any], *, resume: bool = False
+    ) -> FitResult:
         """Fit the strategy on ``train``, train the decoder, pick the threshold on ``val``.
 
         Parameters
@@ -235,7 +261,9 @@ class Finetuner:
         cfg = self.config
         train_ds, val_ds = as_dataset(train), as_dataset(val)
         if len(train_ds) == 0 or len(val_ds) == 0:
-            raise SampromptError(f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}")
+            raise SampromptError(
+                f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}"
+            )
         sam = self.model.sam.to(cfg.device)
         decoder = sam.mask_decoder
         state = self._load_checkpoint() if resume else None
@@ -252,8 +280,11 @@ class Finetuner:
             from torch.nn.parallel import DistributedDataParallel
 
             self._ddp = DistributedDataParallel(
-                DecoderModule(sam, cfg.multimask_output), find_unused_parameters=True,
-                device_ids=[torch.device(cfg.device).index or 0] if cfg.device.startswith("cuda") else None,
+                DecoderModule(sam, cfg.multimask_output),
+                find_unused_parameters=True,
+                device_ids=[torch.device(cfg.device).index or 0]
+                if cfg.device.startswith("cuda")
+                else None,
             )
         params = [p for p in decoder.parameters() if p.requires_grad]
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -272,15 +303,23 @@ class Finetuner:
             logger.info("resuming %s after epoch %d", self.out_dir, start_epoch)
 
         stale = 0 if not history else start_epoch - best_epoch
-        bar = tqdm(range(start_epoch, cfg.epochs), desc="fine-tuning", unit="epoch",
-                   initial=start_epoch, total=cfg.epochs, disable=not self.progress)
+        bar = tqdm(
+            range(start_epoch, cfg.epochs),
+            desc="fine-tuning",
+            unit="epoch",
+            initial=start_epoch,
+            total=cfg.epochs,
+            disable=not self.progress,
+        )
         for epoch in bar:
             if cfg.patience is not None and stale >= cfg.patience:
                 logger.info("early stop after epoch %d (patience %d)", epoch, cfg.patience)
                 break
             tick = time.perf_counter()
             decoder.train()
-            order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            order = torch.randperm(
+                len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            )
             losses, sizes = [], []
             world, me = distributed.world_size(), distributed.rank()
             for start in range(0, len(order), cfg.batch_size):
@@ -302,37 +341,70 @@ class Finetuner:
             self._check_frozen(prompt_encoder_before)
             decoder.eval()
             val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
-            record = EpochRecord(epoch + 1, float(np.average(losses, weights=sizes)), val_loss, val_f1,
-                                 time.perf_counter() - tick)
+            record = EpochRecord(
+                epoch + 1,
+                float(np.average(losses, weights=sizes)),
+                val_loss,
+                val_f1,
+                time.perf_counter() - tick,
+            )
             history.append(record)
-            bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}")
+            bar.set_postfix(
+                train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}"
+            )
             if val_loss < best_loss:
-                best_loss, best_epoch, best_state, stale = val_loss, epoch + 1, copy.deepcopy(decoder.state_dict()), 0
+                best_loss, best_epoch, best_state, stale = (
+                    val_loss,
+                    epoch + 1,
+                    copy.deepcopy(decoder.state_dict()),
+                    0,
+                )
             else:
                 stale += 1
             for callback in self.on_epoch_end:
                 callback(record)
-            if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-                self._save_checkpoint({
-                    "epoch": epoch + 1, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
-                    "history": [attrs.asdict(r) for r in history], "best_loss": best_loss,
-                    "best_epoch": best_epoch, "best_decoder": best_state,
-                    "strategy_state": _jsonable(self.strategy.state_dict()),
-                    "config": cfg.to_dict(), "base_sha256": self.model.sha256,
-                })
+            if cfg.checkpoint_every and (
+                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+            ):
+                self._save_checkpoint(
+                    {
+                        "epoch": epoch + 1,
+                        "decoder": decoder.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": [attrs.asdict(r) for r in history],
+                        "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "best_decoder": best_state,
+                        "strategy_state": _jsonable(self.strategy.state_dict()),
+                        "config": cfg.to_dict(),
+                        "base_sha256": self.model.sha256,
+                    }
+                )
         bar.close()
         if tensors_sha256(sam.image_encoder.state_dict()) != encoder_hash:
             raise SampromptError("internal error: the frozen image encoder changed during training")
         if cfg.keep_best and best_epoch:
             decoder.load_state_dict(best_state)
         decoder.eval()
-        segmenter = SamSegmenter(self.model, self.strategy, self.cache, batch_size=cfg.batch_size,
-                                 device=cfg.device, precision=cfg.precision,
-                                 multimask_output=cfg.multimask_output)
+        segmenter = SamSegmenter(
+            self.model,
+            self.strategy,
+            self.cache,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            precision=cfg.precision,
+            multimask_output=cfg.multimask_output,
+        )
         sweep = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val_ds)
         segmenter.threshold = sweep.best_threshold
-        result = FitResult(history, best_epoch or len(history), sweep.best_threshold, sweep, segmenter,
-                           _jsonable(self.strategy.state_dict()))
+        result = FitResult(
+            history,
+            best_epoch or len(history),
+            sweep.best_threshold,
+            sweep,
+            segmenter,
+            _jsonable(self.strategy.state_dict()),
+        )
         if self.out_dir is not None and distributed.is_main():
             self.save(result, self.out_dir)
         distributed.barrier()
@@ -341,30 +413,47 @@ class Finetuner:
 
     def _embed(self, dataset: Dataset) -> EmbeddingIndex:
         """Cache embeddings; under torchrun each rank computes its share, then all ranks wait."""
-        index = self.cache.embed(self.model, dataset, device=self.config.device,
-                                 rank=distributed.rank(), world_size=distributed.world_size())
+        index = self.cache.embed(
+            self.model,
+            dataset,
+            device=self.config.device,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+        )
         distributed.barrier()
         return index
 
     def _check_frozen(self, before: dict[str, torch.Tensor]) -> None:
         after = self.model.sam.prompt_encoder.state_dict()
         if any(not torch.equal(before[k].to(after[k].device), after[k]) for k in before):
-            raise SampromptError("internal error: the frozen prompt encoder changed during training")
+            raise SampromptError(
+                "internal error: the frozen prompt encoder changed during training"
+            )
 
     def save(self, result: FitResult, folder: str | Path) -> Path:
         """Write the model folder (``decoder.safetensors``, ``model.json``, ``history.json``)."""
         folder = Path(folder)
         save_sam_model(
-            folder, self.model, self.strategy, threshold=result.threshold, config=self.config.to_dict(),
+            folder,
+            self.model,
+            self.strategy,
+            threshold=result.threshold,
+            config=self.config.to_dict(),
             extra={"best_epoch": result.best_epoch, "sweep": result.sweep.rows()},
         )
-        (folder / "history.json").write_text(json.dumps([attrs.asdict(r) for r in result.history], indent=2))
+        (folder / "history.json").write_text(
+            json.dumps([attrs.asdict(r) for r in result.history], indent=2)
+        )
         return folder
 
     @staticmethod
-    def load(folder: str | Path, checkpoint: str | Path | LoadedSam | None = None, *,
-             cache: EmbeddingCache | None = None,
-             device: str = "cpu") -> SamSegmenter:
+    def load(
+        folder: str | Path,
+        checkpoint: str | Path | LoadedSam | None = None,
+        *,
+        cache: EmbeddingCache | None = None,
+        device: str = "cpu",
+    ) -> SamSegmenter:
         """Load a saved model folder onto its base SAM checkpoint.
 
         Parameters

@@ -6,6 +6,8 @@ F1 and IoU are 1 if the prediction is empty too and 0 otherwise, never NaN.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from monai.metrics import DiceMetric, MeanIoU
@@ -16,7 +18,9 @@ _dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False
 _iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)
 
 
-def f1_iou(prediction: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def f1_iou(
+    prediction: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """F1 (Dice) and IoU of each image in a batch.
 
     Parameters
@@ -39,13 +43,15 @@ def f1_iou(prediction: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tens
     pred = torch.as_tensor(np.array(prediction, dtype=bool))
     true = torch.as_tensor(np.array(truth, dtype=bool))
     if pred.shape != true.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and truth {tuple(true.shape)} differ in shape")
+        raise ValueError(
+            f"prediction {tuple(pred.shape)} and truth {tuple(true.shape)} differ in shape"
+        )
     if pred.ndim == 2:
         pred, true = pred[None], true[None]
     pred_f = pred[:, None].double()
     true_f = true[:, None].double()
-    f1 = _dice(pred_f, true_f)[:, 0].numpy()
-    iou = _iou(pred_f, true_f)[:, 0].numpy()
+    f1 = cast(torch.Tensor, _dice(pred_f, true_f))[:, 0].numpy()
+    iou = cast(torch.Tensor, _iou(pred_f, true_f))[:, 0].numpy()
     return f1.astype(np.float64), iou.astype(np.float64)
 
 

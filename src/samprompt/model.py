@@ -82,7 +82,9 @@ def build_sam(variant: str) -> Sam:
         The model in eval mode, with PyTorch's default random initialisation.
     """
     if variant not in VARIANTS:
-        raise CheckpointError(f"unknown SAM variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        raise CheckpointError(
+            f"unknown SAM variant {variant!r}; expected one of {sorted(VARIANTS)}"
+        )
     cfg = VARIANTS[variant]
     side = cfg.img_size // cfg.patch_size
     sam = Sam(
@@ -137,6 +139,12 @@ class LoadedSam:
         sha256 of the checkpoint file, or of the random weights for a ``random:`` spec.
     is_random : bool
         True for ``random:`` specs: results then say nothing about SAM itself.
+
+    Examples
+    --------
+    >>> model = load_sam("random:tiny")
+    >>> model.variant, model.img_size, model.embedding_size, model.is_random
+    ('tiny', 256, (64, 64), True)
     """
 
     sam: Sam
@@ -314,7 +322,9 @@ def save_decoder_weights(
     """Write the mask decoder's weights (only those) to a safetensors file, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in sam.mask_decoder.state_dict().items()}
+    tensors = {
+        k: v.detach().to("cpu").contiguous() for k, v in sam.mask_decoder.state_dict().items()
+    }
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=dict(metadata or {}))
     tmp.replace(path)
@@ -333,4 +343,6 @@ def load_decoder_weights(sam: Sam, path: str | Path) -> None:
     try:
         sam.mask_decoder.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit this SAM's mask decoder ({exc})") from exc
+        raise CheckpointError(
+            f"{path}: weights do not fit this SAM's mask decoder ({exc})"
+        ) from exc

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -66,10 +67,14 @@ class _Registry:
         if self.manager.is_registered(plugin):
             return
         self.manager.register(plugin, name=source)
-        impls = [i for i in self.manager.hook.samprompt_prompt_strategies.get_hookimpls() if i.plugin is plugin]
+        impls = [
+            i
+            for i in self.manager.hook.samprompt_prompt_strategies.get_hookimpls()
+            if i.plugin is plugin
+        ]
         for impl in impls:
             try:
-                classes = list(impl.function())
+                classes = list(cast(Iterable[Any], impl.function()))
             except Exception as exc:
                 self.failures.append(PluginFailure(source, f"{type(exc).__name__}: {exc}"))
                 continue
@@ -111,7 +116,10 @@ def list_strategies() -> dict[str, str]:
     ['combined', 'mean-points', 'perturbed-box']
     """
     registry = _get_registry()
-    return {name: " | ".join(i.source for i in infos) for name, infos in sorted(registry.by_name.items())}
+    return {
+        name: " | ".join(i.source for i in infos)
+        for name, infos in sorted(registry.by_name.items())
+    }
 
 
 def plugin_failures() -> list[PluginFailure]:
@@ -128,7 +136,9 @@ def _lookup(name: str) -> StrategyInfo:
         raise PluginError(f"unknown prompt strategy {name!r}; installed: {installed}{failed}")
     if len(infos) > 1:
         sources = "; ".join(i.source for i in infos)
-        raise PluginError(f"prompt strategy name {name!r} is provided by several plugins: {sources}")
+        raise PluginError(
+            f"prompt strategy name {name!r} is provided by several plugins: {sources}"
+        )
     return infos[0]
 
 
@@ -149,7 +159,9 @@ def get_strategy(name: str, **params: Any) -> PromptStrategy:
     try:
         return info.cls(**params)
     except TypeError as exc:
-        raise PluginError(f"strategy {name!r} ({info.source}) rejected parameters {params}: {exc}") from exc
+        raise PluginError(
+            f"strategy {name!r} ({info.source}) rejected parameters {params}: {exc}"
+        ) from exc
 
 
 def strategy_table() -> str:
@@ -159,7 +171,9 @@ def strategy_table() -> str:
     for name, infos in sorted(registry.by_name.items()):
         for info in infos:
             oracle = getattr(info.cls, "needs_mask_at_inference", "?")
-            rows.append((name + (" (DUPLICATE)" if len(infos) > 1 else ""), str(oracle), info.source))
+            rows.append(
+                (name + (" (DUPLICATE)" if len(infos) > 1 else ""), str(oracle), info.source)
+            )
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     lines = [f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]}" for r in rows]
     lines += [f"FAILED  {f.source}: {f.error}" for f in registry.failures]

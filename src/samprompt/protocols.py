@@ -55,18 +55,31 @@ class FoldResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON layout (``metrics.json`` of a fold folder)."""
         data = self.test.to_dict()
-        data.update({
-            "fold": self.fold, "prior": self.prior.to_dict(), "train_ids": list(self.train_ids),
-            "val_ids": list(self.val_ids), "history": list(self.history), "sweep": list(self.sweep),
-        })
+        data.update(
+            {
+                "fold": self.fold,
+                "prior": self.prior.to_dict(),
+                "train_ids": list(self.train_ids),
+                "val_ids": list(self.val_ids),
+                "history": list(self.history),
+                "sweep": list(self.sweep),
+            }
+        )
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FoldResult:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(data["fold"]), eval_result_from_dict(data), eval_result_from_dict(data["prior"]),
-                   float(data["threshold"]), tuple(data["train_ids"]), tuple(data["val_ids"]),
-                   tuple(data.get("history", ())), tuple(data.get("sweep", ())))
+        return cls(
+            int(data["fold"]),
+            eval_result_from_dict(data),
+            eval_result_from_dict(data["prior"]),
+            float(data["threshold"]),
+            tuple(data["train_ids"]),
+            tuple(data["val_ids"]),
+            tuple(data.get("history", ())),
+            tuple(data.get("sweep", ())),
+        )
 
 
 @attrs.frozen
@@ -86,32 +99,58 @@ class ProtocolResult:
         """``f1_mean``, ``f1_std``, ``iou_mean``, ``iou_std`` over folds, and the prior's."""
         f1, iou = self._over_folds("f1_mean"), self._over_folds("iou_mean")
         pf1, piou = self._over_folds("f1_mean", True), self._over_folds("iou_mean", True)
-        return {"f1_mean": f1[0], "f1_std": f1[1], "iou_mean": iou[0], "iou_std": iou[1],
-                "prior_f1_mean": pf1[0], "prior_f1_std": pf1[1], "prior_iou_mean": piou[0],
-                "prior_iou_std": piou[1]}
+        return {
+            "f1_mean": f1[0],
+            "f1_std": f1[1],
+            "iou_mean": iou[0],
+            "iou_std": iou[1],
+            "prior_f1_mean": pf1[0],
+            "prior_f1_std": pf1[1],
+            "prior_iou_mean": piou[0],
+            "prior_iou_std": piou[1],
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metrics.json`` layout: summary keys, ``per_image`` rows (with fold) and folds."""
-        per_image = [dict(attrs.asdict(s), fold=f.fold) for f in self.folds for s in f.test.per_image]
+        per_image = [
+            dict(attrs.asdict(s), fold=f.fold) for f in self.folds for s in f.test.per_image
+        ]
         thresholds = [f.threshold for f in self.folds]
-        return {"protocol": self.name, **self.summary(),
-                "threshold": thresholds[0] if len(set(thresholds)) == 1 else thresholds,
-                "resolution": self.folds[0].test.resolution, "n_folds": len(self.folds),
-                "meta": self.meta, "per_image": per_image, "folds": [f.to_dict() for f in self.folds]}
+        return {
+            "protocol": self.name,
+            **self.summary(),
+            "threshold": thresholds[0] if len(set(thresholds)) == 1 else thresholds,
+            "resolution": self.folds[0].test.resolution,
+            "n_folds": len(self.folds),
+            "meta": self.meta,
+            "per_image": per_image,
+            "folds": [f.to_dict() for f in self.folds],
+        }
 
 
-FitFn = Callable[[Dataset, Dataset, "Path | None"], tuple[Segmenter, float, tuple[dict[str, float], ...], tuple[dict[str, float], ...]]]
+FitFn = Callable[
+    [Dataset, Dataset, "Path | None"],
+    tuple[Segmenter, float, tuple[dict[str, float], ...], tuple[dict[str, float], ...]],
+]
 
 
-def _sam_fit(model: LoadedSam, strategy: PromptStrategy, config: FinetuneConfig | None, cache: EmbeddingCache,
-             progress: bool, initial_decoder: dict[str, Any]) -> FitFn:
+def _sam_fit(
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig | None,
+    cache: EmbeddingCache,
+    progress: bool,
+    initial_decoder: dict[str, Any],
+) -> FitFn:
     """How one fold trains (or, with ``config=None``, only fits the prompts of) SAM."""
 
     def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
         fold_strategy = copy.deepcopy(strategy)
         model.sam.mask_decoder.load_state_dict(initial_decoder)
         if config is not None:
-            tuner = Finetuner(model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress)
+            tuner = Finetuner(
+                model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress
+            )
             result = tuner.fit(train, val, resume=True)
             history = tuple(attrs.asdict(r) for r in result.history)
             return result.segmenter, result.threshold, history, tuple(result.sweep.rows())
@@ -123,8 +162,15 @@ def _sam_fit(model: LoadedSam, strategy: PromptStrategy, config: FinetuneConfig 
     return fit
 
 
-def _run_fold(fold: int, train: Dataset, val: Dataset, test: Dataset, fit: FitFn, fold_dir: Path | None,
-              resolution: str) -> FoldResult:
+def _run_fold(
+    fold: int,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    fit: FitFn,
+    fold_dir: Path | None,
+    resolution: str,
+) -> FoldResult:
     """Fit, pick the threshold on ``val``, score ``test`` and the mean-mask prior; resumable."""
     if fold_dir is not None and (fold_dir / "metrics.json").is_file():
         return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
@@ -132,7 +178,9 @@ def _run_fold(fold: int, train: Dataset, val: Dataset, test: Dataset, fit: FitFn
     evaluator = Evaluator(resolution)
     test_result = evaluator.evaluate(segmenter, test, threshold)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    out = FoldResult(fold, test_result, prior, threshold, tuple(train.ids), tuple(val.ids), history, sweep)
+    out = FoldResult(
+        fold, test_result, prior, threshold, tuple(train.ids), tuple(val.ids), history, sweep
+    )
     if fold_dir is not None:
         fold_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(fold_dir / "metrics.json", out.to_dict())
@@ -160,8 +208,17 @@ def run_folds(
         if folds is not None and i not in folds:
             continue
         fold_dir = root / f"fold_{i}" if root is not None else None
-        results.append(_run_fold(i, dataset.subset(split.train), dataset.subset(split.val),
-                                 dataset.subset(split.test), fit, fold_dir, resolution))
+        results.append(
+            _run_fold(
+                i,
+                dataset.subset(split.train),
+                dataset.subset(split.val),
+                dataset.subset(split.test),
+                fit,
+                fold_dir,
+                resolution,
+            )
+        )
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta})
     if root is not None:
         write_json_atomic(root / "metrics.json", result.to_dict())
@@ -191,17 +248,32 @@ def cross_validate(
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
     fit = _sam_fit(model, strategy, config, cache, progress, initial)
-    meta = {"strategy": strategy.name, "oracle": bool(strategy.needs_mask_at_inference),
-            "checkpoint": model.spec, "sha256": model.sha256, "random_weights": model.is_random}
+    meta = {
+        "strategy": strategy.name,
+        "oracle": bool(strategy.needs_mask_at_inference),
+        "checkpoint": model.spec,
+        "sha256": model.sha256,
+        "random_weights": model.is_random,
+    }
     try:
-        return run_folds("zero-shot" if config is None else "cross-validation", data, fit, k=k, seed=seed,
-                         folds=folds, out_dir=out_dir, resolution=config.eval_resolution if config else "low",
-                         meta=meta)
+        return run_folds(
+            "zero-shot" if config is None else "cross-validation",
+            data,
+            fit,
+            k=k,
+            seed=seed,
+            folds=folds,
+            out_dir=out_dir,
+            resolution=config.eval_resolution if config else "low",
+            meta=meta,
+        )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
 
 
-def zero_shot(dataset: Dataset | Sequence[Any], model: LoadedSam, strategy: PromptStrategy, **kwargs: Any) -> ProtocolResult:
+def zero_shot(
+    dataset: Dataset | Sequence[Any], model: LoadedSam, strategy: PromptStrategy, **kwargs: Any
+) -> ProtocolResult:
     """The unmodified SAM with ``strategy``'s prompts on the cross-validation folds (the strategy
     is still fitted on each fold's training split). Takes :func:`cross_validate`'s keywords."""
     return cross_validate(dataset, model, strategy, None, **kwargs)
@@ -227,12 +299,24 @@ def cross_dataset(
     fit = _sam_fit(model, strategy, config, cache, progress, initial)
     root = Path(out_dir) if out_dir is not None else None
     try:
-        fold = _run_fold(0, data.subset(split.train), data.subset(split.val), test, fit, root,
-                         config.eval_resolution)
+        fold = _run_fold(
+            0,
+            data.subset(split.train),
+            data.subset(split.val),
+            test,
+            fit,
+            root,
+            config.eval_resolution,
+        )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
-    meta = {"seed": seed, "strategy": strategy.name, "oracle": bool(strategy.needs_mask_at_inference),
-            "train_size": len(data), "test_size": len(test)}
+    meta = {
+        "seed": seed,
+        "strategy": strategy.name,
+        "oracle": bool(strategy.needs_mask_at_inference),
+        "train_size": len(data),
+        "test_size": len(test),
+    }
     return ProtocolResult("cross-dataset", (fold,), meta)
 
 
@@ -261,5 +345,14 @@ def unet_cross_validate(
         model, history = train_unet(train, val, unet_config, out_dir=fold_dir, progress=progress)
         return model, model.threshold, tuple(attrs.asdict(r) for r in history), ()
 
-    return run_folds("unet", as_dataset(dataset), fit, k=k, seed=seed, folds=folds, out_dir=out_dir,
-                     resolution="low", meta={"model": "MONAI UNet", "config": attrs.asdict(unet_config)})
+    return run_folds(
+        "unet",
+        as_dataset(dataset),
+        fit,
+        k=k,
+        seed=seed,
+        folds=folds,
+        out_dir=out_dir,
+        resolution="low",
+        meta={"model": "MONAI UNet", "config": attrs.asdict(unet_config)},
+    )

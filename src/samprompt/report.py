@@ -29,45 +29,83 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_metrics(out_dir: str | Path, metrics: Mapping[str, Any], title: str, notes: Sequence[str] = ()) -> Path:
+def write_metrics(
+    out_dir: str | Path, metrics: Mapping[str, Any], title: str, notes: Sequence[str] = ()
+) -> Path:
     """Write ``metrics.json`` and ``summary.md`` (summary first, then the per-image table)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", dict(metrics))
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
-    lines += ["", markdown_table(
-        ["metric", "mean ± std"],
-        [["F1 (Dice)", format_pm(metrics["f1_mean"], metrics["f1_std"])],
-         ["IoU", format_pm(metrics["iou_mean"], metrics["iou_std"])]],
-    )]
+    lines += [
+        "",
+        markdown_table(
+            ["metric", "mean ± std"],
+            [
+                ["F1 (Dice)", format_pm(metrics["f1_mean"], metrics["f1_std"])],
+                ["IoU", format_pm(metrics["iou_mean"], metrics["iou_std"])],
+            ],
+        ),
+    ]
     if "prior_f1_mean" in metrics:
-        lines += ["", "Mean-mask prior (the floor): F1 "
-                  + format_pm(metrics["prior_f1_mean"], metrics["prior_f1_std"])
-                  + ", IoU " + format_pm(metrics["prior_iou_mean"], metrics["prior_iou_std"])]
-    lines += ["", f"Threshold: {metrics.get('threshold')}; resolution: {metrics.get('resolution')}", "",
-              "## Per image", ""]
+        lines += [
+            "",
+            "Mean-mask prior (the floor): F1 "
+            + format_pm(metrics["prior_f1_mean"], metrics["prior_f1_std"])
+            + ", IoU "
+            + format_pm(metrics["prior_iou_mean"], metrics["prior_iou_std"]),
+        ]
+    lines += [
+        "",
+        f"Threshold: {metrics.get('threshold')}; resolution: {metrics.get('resolution')}",
+        "",
+        "## Per image",
+        "",
+    ]
     rows = metrics.get("per_image", [])
     cols = [c for c in ("fold", "id", "f1", "iou") if rows and c in rows[0]]
-    lines.append(markdown_table(cols, [[f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]))
+    lines.append(
+        markdown_table(
+            cols, [[f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]
+        )
+    )
     tmp = out / "summary.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out / "summary.md")
     return out
 
 
-def plot_learning_curve(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "Learning curve") -> Path:
+def plot_learning_curve(
+    history: Sequence[Mapping[str, float]], path: str | Path, title: str = "Learning curve"
+) -> Path:
     """Train and validation loss per epoch (left axis) and validation F1 (right axis)."""
     path = Path(path)
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue", ms=3)
-    ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss", color="tab:orange", ms=3)
+    ax.plot(
+        epochs, [h["train_loss"] for h in history], "o-", label="train loss", color="tab:blue", ms=3
+    )
+    ax.plot(
+        epochs,
+        [h["val_loss"] for h in history],
+        "s-",
+        label="validation loss",
+        color="tab:orange",
+        ms=3,
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (Dice + focal)")
     ax.grid(alpha=0.3)
     right = ax.twinx()
-    right.plot(epochs, [h["val_f1"] for h in history], "^--", label="validation F1 (t=0.5)", color="tab:green", ms=3)
+    right.plot(
+        epochs,
+        [h["val_f1"] for h in history],
+        "^--",
+        label="validation F1 (t=0.5)",
+        color="tab:green",
+        ms=3,
+    )
     right.set_ylabel("validation F1")
     right.set_ylim(0, 1)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
@@ -102,7 +140,7 @@ def plot_overlays(
         ax.contour(truth.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
         ax.set_title(f"{ident}\nF1 {f1:.3f}", fontsize=8)
         ax.axis("off")
-    for ax in axes[0][len(items):]:
+    for ax in axes[0][len(items) :]:
         ax.axis("off")
     fig.suptitle(f"{title} — green: ground truth, red: prediction", fontsize=9)
     fig.tight_layout()

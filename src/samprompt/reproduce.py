@@ -19,7 +19,7 @@ import numpy as np
 from samprompt import __version__
 from samprompt.baselines import UNetConfig
 from samprompt.config import FinetuneConfig
-from samprompt.data.sample import Dataset
+from samprompt.data.sample import Dataset, SampleList
 from samprompt.embeddings import EmbeddingCache
 from samprompt.finetune import Finetuner
 from samprompt.model import LoadedSam
@@ -60,8 +60,15 @@ class ReproduceSettings:
         """The settings after ``quick`` is applied."""
         if not self.quick:
             return self
-        return attrs.evolve(self, epochs=min(self.epochs, 2), folds=2, lrs=(1e-4, 1e-3), weight_decays=(0.0,),
-                            grid_epochs=1, unet_epochs=2)
+        return attrs.evolve(
+            self,
+            epochs=min(self.epochs, 2),
+            folds=2,
+            lrs=(1e-4, 1e-3),
+            weight_decays=(0.0,),
+            grid_epochs=1,
+            unet_epochs=2,
+        )
 
 
 def _summary_row(result: ProtocolResult) -> dict[str, Any]:
@@ -76,8 +83,14 @@ def _sweep_table(result: ProtocolResult) -> list[dict[str, float]]:
     for fold in result.folds:
         for row in fold.sweep:
             rows.setdefault(float(row["threshold"]), []).append(row)
-    return [{"threshold": t, "f1_mean": float(np.mean([r["f1_mean"] for r in rs])),
-             "iou_mean": float(np.mean([r["iou_mean"] for r in rs]))} for t, rs in sorted(rows.items())]
+    return [
+        {
+            "threshold": t,
+            "f1_mean": float(np.mean([r["f1_mean"] for r in rs])),
+            "iou_mean": float(np.mean([r["iou_mean"] for r in rs])),
+        }
+        for t, rs in sorted(rows.items())
+    ]
 
 
 def run_reproduce(
@@ -102,14 +115,21 @@ def run_reproduce(
         if test_data is not None and len(test_data) > s.quick_images:
             test_data = test_data.subset(np.arange(s.quick_images))
     cache = cache or EmbeddingCache(out / "cache", progress=progress)
-    base = FinetuneConfig(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, device=s.device,
-                          precision=s.precision)
-    common = {"k": s.folds, "seed": s.seed, "cache": cache, "progress": progress}
+    base = FinetuneConfig(
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        device=s.device,
+        precision=s.precision,
+    )
+    common: dict[str, Any] = {"k": s.folds, "seed": s.seed, "cache": cache, "progress": progress}
     results: dict[str, Any] = {"zero_shot": {}, "finetuned": {}, "sweep": {}, "cross_dataset": {}}
 
     for label, name in PROMPT_TYPES.items():
         log(f"[zero-shot] {label} ({name})")
-        zs = cross_validate(data, model, get_strategy(name), None, out_dir=out / "zero_shot" / label, **common)
+        zs = cross_validate(
+            data, model, get_strategy(name), None, out_dir=out / "zero_shot" / label, **common
+        )
         results["zero_shot"][label] = _summary_row(zs)
 
     grid = []
@@ -117,8 +137,15 @@ def run_reproduce(
         for wd in s.weight_decays:
             log(f"[grid] lr={lr:g} weight decay={wd:g}")
             config = base.replace(lr=lr, weight_decay=wd, epochs=s.grid_epochs or s.epochs)
-            run = cross_validate(data, model, get_strategy("mean-points"), config, folds=[0],
-                                 out_dir=out / "grid" / f"lr{lr:g}_wd{wd:g}", **common)
+            run = cross_validate(
+                data,
+                model,
+                get_strategy("mean-points"),
+                config,
+                folds=[0],
+                out_dir=out / "grid" / f"lr{lr:g}_wd{wd:g}",
+                **common,
+            )
             val_f1 = max(r["f1_mean"] for r in run.folds[0].sweep)
             grid.append({"lr": lr, "weight_decay": wd, "val_f1": val_f1})
     chosen = max(grid, key=lambda g: (g["val_f1"], -g["lr"], -g["weight_decay"]))
@@ -129,41 +156,74 @@ def run_reproduce(
     finetuned: dict[str, ProtocolResult] = {}
     for label, name in PROMPT_TYPES.items():
         log(f"[fine-tune] {label} ({name}), {s.folds} folds x {s.epochs} epochs")
-        finetuned[label] = cross_validate(data, model, get_strategy(name), config,
-                                          out_dir=out / "finetune" / label, **common)
+        finetuned[label] = cross_validate(
+            data, model, get_strategy(name), config, out_dir=out / "finetune" / label, **common
+        )
         results["finetuned"][label] = _summary_row(finetuned[label])
         results["sweep"][label] = _sweep_table(finetuned[label])
 
     log(f"[U-Net] {s.folds} folds x {s.unet_epochs} epochs")
     unet_tick = time.perf_counter()
-    unet = unet_cross_validate(data, UNetConfig(epochs=s.unet_epochs, seed=s.seed, device=s.device),
-                               k=s.folds, seed=s.seed, out_dir=out / "unet", progress=progress)
+    unet = unet_cross_validate(
+        data,
+        UNetConfig(epochs=s.unet_epochs, seed=s.seed, device=s.device),
+        k=s.folds,
+        seed=s.seed,
+        out_dir=out / "unet",
+        progress=progress,
+    )
     results["unet"] = _summary_row(unet) | {"seconds": time.perf_counter() - unet_tick}
     points = finetuned["points"].summary()
-    results["prior"] = {"f1_mean": points["prior_f1_mean"], "f1_std": points["prior_f1_std"],
-                        "iou_mean": points["prior_iou_mean"], "iou_std": points["prior_iou_std"]}
+    results["prior"] = {
+        "f1_mean": points["prior_f1_mean"],
+        "f1_std": points["prior_f1_std"],
+        "iou_mean": points["prior_iou_mean"],
+        "iou_std": points["prior_iou_std"],
+    }
 
     if test_data is not None:
         for label, name in PROMPT_TYPES.items():
             log(f"[cross-dataset] {label}")
-            cd = cross_dataset(data, test_data, model, get_strategy(name), config, seed=s.seed, cache=cache,
-                               out_dir=out / "cross_dataset" / label, progress=progress)
+            cd = cross_dataset(
+                data,
+                test_data,
+                model,
+                get_strategy(name),
+                config,
+                seed=s.seed,
+                cache=cache,
+                out_dir=out / "cross_dataset" / label,
+                progress=progress,
+            )
             results["cross_dataset"][label] = _summary_row(cd)
 
     figures = out / "figures"
     history = [dict(h) for h in finetuned["points"].folds[0].history]
-    plot_learning_curve(history, figures / "learning_curve.png",
-                        "Fine-tuning, point prompts, fold 0 (cf. paper Fig. 5)")
+    plot_learning_curve(
+        history,
+        figures / "learning_curve.png",
+        "Fine-tuning, point prompts, fold 0 (cf. paper Fig. 5)",
+    )
     results["figures"] = {"learning_curve": "figures/learning_curve.png"}
     results["figures"].update(_overlays(data, model, finetuned["points"], out, figures, cache, s))
 
     results["meta"] = {
-        "samprompt_version": __version__, "dataset": dataset_name, "n_images": len(data),
+        "samprompt_version": __version__,
+        "dataset": dataset_name,
+        "n_images": len(data),
         "test_dataset_images": len(test_data) if test_data is not None else None,
-        "checkpoint": model.spec, "sha256": model.sha256, "random_weights": model.is_random,
-        "variant": model.variant, "seed": s.seed, "folds": s.folds, "epochs": s.epochs,
-        "quick": s.quick, "resolution": "low (256x256)", "oracle_prompts": ["box", "both"],
-        "encoder_calls": cache.stats.encoder_calls, "seconds": time.perf_counter() - tick,
+        "checkpoint": model.spec,
+        "sha256": model.sha256,
+        "random_weights": model.is_random,
+        "variant": model.variant,
+        "seed": s.seed,
+        "folds": s.folds,
+        "epochs": s.epochs,
+        "quick": s.quick,
+        "resolution": "low (256x256)",
+        "oracle_prompts": ["box", "both"],
+        "encoder_calls": cache.stats.encoder_calls,
+        "seconds": time.perf_counter() - tick,
     }
     write_json_atomic(out / "results.json", results)
     (out / "report.md").write_text(render_report(results))
@@ -171,10 +231,17 @@ def run_reproduce(
     return results
 
 
-def _overlays(data: Dataset, model: LoadedSam, result: ProtocolResult, out: Path, figures: Path,
-              cache: EmbeddingCache, s: ReproduceSettings) -> dict[str, str]:
+def _overlays(
+    data: Dataset,
+    model: LoadedSam,
+    result: ProtocolResult,
+    out: Path,
+    figures: Path,
+    cache: EmbeddingCache,
+    s: ReproduceSettings,
+) -> dict[str, str]:
     """Best and worst test images of the point-prompt model (paper Figs. 6/7)."""
-    rows = sorted(((r.f1, r.id, f.fold) for f in result.folds for r in f.test.per_image))
+    rows = sorted((r.f1, r.id, f.fold) for f in result.folds for r in f.test.per_image)
     picks = {"worst": rows[:3], "best": rows[-3:][::-1]}
     index = {ident: i for i, ident in enumerate(data.ids)}
     initial = {k: v.clone() for k, v in model.sam.mask_decoder.state_dict().items()}
@@ -183,13 +250,25 @@ def _overlays(data: Dataset, model: LoadedSam, result: ProtocolResult, out: Path
         for kind, chosen in picks.items():
             items = []
             for f1, ident, fold in chosen:
-                segmenter = Finetuner.load(out / "finetune" / "points" / f"fold_{fold}", model, cache=cache,
-                                           device=s.device)
+                segmenter = Finetuner.load(
+                    out / "finetune" / "points" / f"fold_{fold}",
+                    model,
+                    cache=cache,
+                    device=s.device,
+                )
                 sample = data[index[ident]]
-                prob = next(iter(segmenter.predict_proba([sample], resolution="original")))
-                items.append((ident, sample.image, sample.require_mask(), prob >= segmenter.threshold, f1))
+                prob = next(
+                    iter(segmenter.predict_proba(SampleList([sample]), resolution="original"))
+                )
+                items.append(
+                    (ident, sample.image, sample.require_mask(), prob >= segmenter.threshold, f1)
+                )
             name = f"overlays_{kind}.png"
-            plot_overlays(items, figures / name, f"{kind.capitalize()} test images, point prompts (cf. Figs. 6/7)")
+            plot_overlays(
+                items,
+                figures / name,
+                f"{kind.capitalize()} test images, point prompts (cf. Figs. 6/7)",
+            )
             paths[f"overlays_{kind}"] = f"figures/{name}"
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
@@ -205,47 +284,112 @@ def render_report(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = []
     if meta["random_weights"]:
-        lines.append(f"**These numbers are not meaningful: SAM has RANDOM weights ({meta['checkpoint']}).** "
-                     "They show that the pipeline runs, not how good SAM is.")
+        lines.append(
+            f"**These numbers are not meaningful: SAM has RANDOM weights ({meta['checkpoint']}).** "
+            "They show that the pipeline runs, not how good SAM is."
+        )
     else:
         lines.append(f"SAM checkpoint `{meta['checkpoint']}`.")
-    lines += ["", f"# Reproduction report: {meta['dataset']}", "",
-              f"- checkpoint: `{meta['checkpoint']}` (SAM {meta['variant']}, sha256 `{meta['sha256']}`)",
-              f"- data: {meta['n_images']} images; {meta['folds']}-fold cross-validation (test fold i, "
-              f"validation fold i+1, training on the rest), seed {meta['seed']}",
-              f"- fine-tuning: {meta['epochs']} epochs; evaluation resolution: {meta['resolution']}",
-              "- **oracle**: box prompts (`box`, `both`) come from the ground-truth mask at test time, as in "
-              "the paper; point prompts never read the test mask",
-              f"- image-encoder calls: {meta['encoder_calls']} (one per distinct image at most)",
-              f"- samprompt {meta['samprompt_version']}; {meta['seconds']:.0f} s", ""]
+    lines += [
+        "",
+        f"# Reproduction report: {meta['dataset']}",
+        "",
+        f"- checkpoint: `{meta['checkpoint']}` (SAM {meta['variant']}, sha256 `{meta['sha256']}`)",
+        f"- data: {meta['n_images']} images; {meta['folds']}-fold cross-validation (test fold i, "
+        f"validation fold i+1, training on the rest), seed {meta['seed']}",
+        f"- fine-tuning: {meta['epochs']} epochs; evaluation resolution: {meta['resolution']}",
+        "- **oracle**: box prompts (`box`, `both`) come from the ground-truth mask at test time, as in "
+        "the paper; point prompts never read the test mask",
+        f"- image-encoder calls: {meta['encoder_calls']} (one per distinct image at most)",
+        f"- samprompt {meta['samprompt_version']}; {meta['seconds']:.0f} s",
+        "",
+    ]
     zs = results["zero_shot"]
-    lines += ["## Zero-shot SAM (paper Tables 1/2)", "", markdown_table(
-        ["prompt", "F1", "IoU", "oracle"],
-        [[k, _pm(v, "f1"), _pm(v, "iou"), "yes" if v["oracle"] else "no"] for k, v in zs.items()]), ""]
+    lines += [
+        "## Zero-shot SAM (paper Tables 1/2)",
+        "",
+        markdown_table(
+            ["prompt", "F1", "IoU", "oracle"],
+            [
+                [k, _pm(v, "f1"), _pm(v, "iou"), "yes" if v["oracle"] else "no"]
+                for k, v in zs.items()
+            ],
+        ),
+        "",
+    ]
     sweep = results["sweep"]
     thresholds = [r["threshold"] for r in next(iter(sweep.values()))]
-    lines += ["## Threshold sweep on validation, fine-tuned (paper Tables 3/4): mean F1 over folds", "",
-              markdown_table(["threshold", *sweep.keys()],
-                             [[f"{t:.2f}", *[f"{sweep[k][i]['f1_mean']:.3f}" for k in sweep]]
-                              for i, t in enumerate(thresholds)]), ""]
-    lines += ["## Learning-rate x weight-decay grid on validation (Section 5.4), point prompts", "",
-              markdown_table(["lr", "weight decay", "validation F1"],
-                             [[f"{g['lr']:g}", f"{g['weight_decay']:g}", f"{g['val_f1']:.3f}"] for g in results["grid"]]),
-              "", f"Chosen: lr {results['chosen']['lr']:g}, weight decay {results['chosen']['weight_decay']:g}.", ""]
+    lines += [
+        "## Threshold sweep on validation, fine-tuned (paper Tables 3/4): mean F1 over folds",
+        "",
+        markdown_table(
+            ["threshold", *sweep.keys()],
+            [
+                [f"{t:.2f}", *[f"{sweep[k][i]['f1_mean']:.3f}" for k in sweep]]
+                for i, t in enumerate(thresholds)
+            ],
+        ),
+        "",
+    ]
+    lines += [
+        "## Learning-rate x weight-decay grid on validation (Section 5.4), point prompts",
+        "",
+        markdown_table(
+            ["lr", "weight decay", "validation F1"],
+            [
+                [f"{g['lr']:g}", f"{g['weight_decay']:g}", f"{g['val_f1']:.3f}"]
+                for g in results["grid"]
+            ],
+        ),
+        "",
+        f"Chosen: lr {results['chosen']['lr']:g}, weight decay {results['chosen']['weight_decay']:g}.",
+        "",
+    ]
     ft = results["finetuned"]
-    lines += ["## Fine-tuned mask decoder (paper Tables 7/8)", "", markdown_table(
-        ["prompt", "F1", "IoU", "thresholds per fold", "oracle"],
-        [[k, _pm(v, "f1"), _pm(v, "iou"), ", ".join(f"{t:.2f}" for t in v["thresholds"]),
-          "yes" if v["oracle"] else "no"] for k, v in ft.items()]), ""]
+    lines += [
+        "## Fine-tuned mask decoder (paper Tables 7/8)",
+        "",
+        markdown_table(
+            ["prompt", "F1", "IoU", "thresholds per fold", "oracle"],
+            [
+                [
+                    k,
+                    _pm(v, "f1"),
+                    _pm(v, "iou"),
+                    ", ".join(f"{t:.2f}" for t in v["thresholds"]),
+                    "yes" if v["oracle"] else "no",
+                ]
+                for k, v in ft.items()
+            ],
+        ),
+        "",
+    ]
     if results["cross_dataset"]:
-        lines += ["## Cross-dataset (paper Tables 5/6)", "", markdown_table(
-            ["prompt", "F1", "IoU"], [[k, _pm(v, "f1"), _pm(v, "iou")] for k, v in results["cross_dataset"].items()]), ""]
-    rows = [["mean-mask prior (floor)", _pm(results["prior"], "f1"), _pm(results["prior"], "iou")],
-            [f"U-Net (MONAI, from scratch, {results['unet']['seconds']:.0f} s CPU)", _pm(results["unet"], "f1"),
-             _pm(results["unet"], "iou")]]
+        lines += [
+            "## Cross-dataset (paper Tables 5/6)",
+            "",
+            markdown_table(
+                ["prompt", "F1", "IoU"],
+                [[k, _pm(v, "f1"), _pm(v, "iou")] for k, v in results["cross_dataset"].items()],
+            ),
+            "",
+        ]
+    rows = [
+        ["mean-mask prior (floor)", _pm(results["prior"], "f1"), _pm(results["prior"], "iou")],
+        [
+            f"U-Net (MONAI, from scratch, {results['unet']['seconds']:.0f} s CPU)",
+            _pm(results["unet"], "f1"),
+            _pm(results["unet"], "iou"),
+        ],
+    ]
     rows += [[f"zero-shot SAM, {k}", _pm(v, "f1"), _pm(v, "iou")] for k, v in zs.items()]
     rows += [[f"fine-tuned SAM, {k}", _pm(v, "f1"), _pm(v, "iou")] for k, v in ft.items()]
-    lines += ["## Comparison (paper Table 9)", "", markdown_table(["method", "F1", "IoU"], rows), ""]
+    lines += [
+        "## Comparison (paper Table 9)",
+        "",
+        markdown_table(["method", "F1", "IoU"], rows),
+        "",
+    ]
     figs = results["figures"]
     lines += ["## Figures", "", f"![learning curve]({figs['learning_curve']})", ""]
     for key in ("overlays_best", "overlays_worst"):
@@ -258,4 +402,3 @@ def results_json(out: Path) -> dict[str, Any]:
     """Read a finished run's ``results.json``."""
     data: dict[str, Any] = json.loads((Path(out) / "results.json").read_text())
     return data
-

@@ -6,13 +6,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from samprompt import __version__
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import CheckpointError, CheckpointMismatchError
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
 from samprompt.prompts.strategy import PromptStrategy
+
+if TYPE_CHECKING:
+    from samprompt.segmenter import SamSegmenter
 
 __all__ = ["read_model_json", "load_sam_model", "save_sam_model"]
 
@@ -44,10 +47,17 @@ def save_sam_model(
         "format_version": 1,
         "kind": "sam",
         "samprompt_version": __version__,
-        "sam": {"variant": model.variant, "checkpoint": model.spec, "sha256": model.sha256,
-                "random_weights": model.is_random},
-        "strategy": {"name": strategy.name, "state": strategy.state_dict(),
-                     "needs_mask_at_inference": bool(strategy.needs_mask_at_inference)},
+        "sam": {
+            "variant": model.variant,
+            "checkpoint": model.spec,
+            "sha256": model.sha256,
+            "random_weights": model.is_random,
+        },
+        "strategy": {
+            "name": strategy.name,
+            "state": strategy.state_dict(),
+            "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
+        },
         "threshold": threshold,
         "config": dict(config),
         **dict(extra or {}),
@@ -76,7 +86,7 @@ def load_sam_model(
     *,
     cache: EmbeddingCache | None = None,
     device: str = "cpu",
-) -> Any:
+) -> SamSegmenter:
     """Rebuild the fine-tuned :class:`~samprompt.segmenter.SamSegmenter` saved in ``folder``.
 
     ``checkpoint`` may be a path or spec (default: the one recorded in ``model.json``) or an
@@ -105,8 +115,12 @@ def load_sam_model(
     strategy.load_state_dict(meta["strategy"]["state"])
     config = meta.get("config", {})
     return SamSegmenter(
-        model.to(device), strategy, cache or EmbeddingCache(), threshold=float(meta["threshold"]),
-        batch_size=int(config.get("batch_size", 8)), device=device,
+        model.to(device),
+        strategy,
+        cache or EmbeddingCache(),
+        threshold=float(meta["threshold"]),
+        batch_size=int(config.get("batch_size", 8)),
+        device=device,
         precision=str(config.get("precision", "fp32")),
         multimask_output=bool(config.get("multimask_output", False)),
     )

@@ -48,7 +48,13 @@ def target_at(mask: np.ndarray, resolution: str, low_res: int = LOW_RES) -> np.n
 
 @runtime_checkable
 class Segmenter(Protocol):
-    """Anything the evaluator can score: yields one ``(H, W)`` probability map per sample."""
+    """Anything the evaluator can score: yields one ``(H, W)`` probability map per sample.
+
+    Examples
+    --------
+    >>> isinstance(MeanMaskPrior(), Segmenter)
+    True
+    """
 
     threshold: float
 
@@ -71,6 +77,14 @@ class MeanMaskPrior:
         Side of the unit-square grid the mean mask is averaged on.
     threshold : float
         Probability threshold (0.5: pixels that are foreground in most training masks).
+
+    Examples
+    --------
+    >>> from samprompt.data import make_phantoms
+    >>> data = make_phantoms(5, 64)
+    >>> prior = MeanMaskPrior().fit(data[:4])
+    >>> next(prior.predict_proba(data[4:])).shape
+    (256, 256)
     """
 
     name = "mean-mask"
@@ -84,7 +98,9 @@ class MeanMaskPrior:
         """Average the training masks on the grid; returns self."""
         total, count = np.zeros((self.grid, self.grid)), 0
         for sample in train:
-            total += _resize_probability(sample.require_mask().astype(np.float32), self.grid, self.grid)
+            total += _resize_probability(
+                sample.require_mask().astype(np.float32), self.grid, self.grid
+            )
             count += 1
         if not count:
             raise ConfigError("mean-mask prior: empty training split")
@@ -125,6 +141,19 @@ class SamSegmenter:
         See :func:`samprompt.decoder.decode_low_res`.
     prompts : mapping of str to Prompt, optional
         Prompts given by id (e.g. boxes from a JSON file) that replace the strategy's.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from samprompt import EmbeddingCache, get_strategy, load_sam
+    >>> from samprompt.data import make_phantoms
+    >>> data = make_phantoms(3, 64)
+    >>> strategy = get_strategy("mean-points")
+    >>> strategy.fit(data)
+    >>> cache = EmbeddingCache(tempfile.mkdtemp(), progress=False)
+    >>> segmenter = SamSegmenter(load_sam("random:tiny"), strategy, cache)
+    >>> [mask.shape for _, mask in segmenter.predict_masks(data)]
+    [(64, 64), (64, 64), (64, 64)]
     """
 
     def __init__(
@@ -162,7 +191,9 @@ class SamSegmenter:
             )
         return self.strategy.inference_prompt(sample)
 
-    def low_res_logits(self, samples: Dataset, *, progress: bool = False) -> Iterator[tuple[Sample, torch.Tensor]]:
+    def low_res_logits(
+        self, samples: Dataset, *, progress: bool = False
+    ) -> Iterator[tuple[Sample, torch.Tensor]]:
         """Yield ``(sample, logits)`` with ``(S, S)`` float32 CPU logits in the low-res frame."""
         dataset = as_dataset(samples)
         index = self.cache.embed(self.model, dataset, device=self.device)
@@ -180,10 +211,12 @@ class SamSegmenter:
             prompts = [self.inference_prompt(s) for s in batch]
             with torch.inference_mode(), autocast:
                 logits = decode_low_res(
-                    sam, index.load(chunk, self.device), prompts, multimask_output=self.multimask_output
+                    sam,
+                    index.load(chunk, self.device),
+                    prompts,
+                    multimask_output=self.multimask_output,
                 )
-            for sample, item in zip(batch, logits.float().cpu()[:, 0], strict=True):
-                yield sample, item
+            yield from zip(batch, logits.float().cpu()[:, 0], strict=True)
             bar.update(len(chunk))
         bar.close()
 
@@ -197,19 +230,32 @@ class SamSegmenter:
             if resolution == "low":
                 crop = logits[:h, :w]
                 if side != LOW_RES:
-                    crop = F.interpolate(crop[None, None], valid_shape(*sample.size, LOW_RES), mode="bilinear", align_corners=False)[0, 0]
+                    crop = F.interpolate(
+                        crop[None, None],
+                        valid_shape(*sample.size, LOW_RES),
+                        mode="bilinear",
+                        align_corners=False,
+                    )[0, 0]
                 yield torch.sigmoid(crop).numpy()
                 continue
             big = self.model.img_size
             up = F.interpolate(logits[None, None], (big, big), mode="bilinear", align_corners=False)
             hh, ww = valid_shape(*sample.size, big)
-            full = F.interpolate(up[..., :hh, :ww], sample.size, mode="bilinear", align_corners=False)
+            full = F.interpolate(
+                up[..., :hh, :ww], sample.size, mode="bilinear", align_corners=False
+            )
             yield torch.sigmoid(full[0, 0]).numpy()
 
-    def predict_masks(self, samples: Dataset, *, resolution: str = "original", progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+    def predict_masks(
+        self, samples: Dataset, *, resolution: str = "original", progress: bool = False
+    ) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(id, mask)`` with bool masks at ``resolution`` (default: each image's size)."""
         dataset = as_dataset(samples)
-        for sample, prob in zip(dataset, self.predict_proba(dataset, resolution=resolution, progress=progress), strict=True):
+        for sample, prob in zip(
+            dataset,
+            self.predict_proba(dataset, resolution=resolution, progress=progress),
+            strict=True,
+        ):
             yield sample.id, prob >= self.threshold
 
 

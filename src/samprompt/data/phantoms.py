@@ -11,7 +11,9 @@ from samprompt.errors import ConfigError
 __all__ = ["make_phantoms"]
 
 
-def _ellipse(shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float, angle: float) -> np.ndarray:
+def _ellipse(
+    shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float, angle: float
+) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
     dy, dx = yy - cy, xx - cx
     cos, sin = np.cos(angle), np.sin(angle)
@@ -29,8 +31,14 @@ def _chest(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray
     for side in (-1, 1):
         cy = h * rng.uniform(0.44, 0.52)
         cx = w * (0.5 + side * rng.uniform(0.17, 0.22))
-        lung = _ellipse(shape, cy, cx, h * rng.uniform(0.25, 0.32), w * rng.uniform(0.11, 0.15),
-                        side * rng.uniform(0.0, 0.25))
+        lung = _ellipse(
+            shape,
+            cy,
+            cx,
+            h * rng.uniform(0.25, 0.32),
+            w * rng.uniform(0.11, 0.15),
+            side * rng.uniform(0.0, 0.25),
+        )
         mask |= lung
     heart = _ellipse(shape, h * 0.62, w * rng.uniform(0.53, 0.58), h * 0.12, w * 0.1, 0.3)
     mask &= ~heart

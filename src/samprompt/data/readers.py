@@ -41,7 +41,8 @@ def _window_to_uint8(values: np.ndarray) -> np.ndarray:
     if high <= low:
         return np.zeros(values.shape, np.uint8)
     scaled = (values.astype(np.float64) - low) / (high - low)
-    return np.round(np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+    result: np.ndarray = np.round(np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+    return result
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -53,11 +54,11 @@ def read_image(path: str | Path) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
         if img.mode in ("L", "RGB"):
-            return np.asarray(img).copy()
+            return np.array(img, dtype=np.uint8)
         if img.mode in ("1", "LA", "La"):
-            return np.asarray(img.convert("L")).copy()
+            return np.array(img.convert("L"), dtype=np.uint8)
         if img.mode in ("RGBA", "P", "PA", "CMYK", "YCbCr", "RGBa", "LAB", "HSV"):
-            return np.asarray(img.convert("RGB")).copy()
+            return np.array(img.convert("RGB"), dtype=np.uint8)
         array = np.asarray(img)
     if array.ndim == 3:
         array = array[..., :3] if array.shape[2] >= 3 else array[..., 0]
@@ -76,12 +77,16 @@ def read_mask(path: str | Path) -> np.ndarray:
         array = np.asarray(img)
     if array.ndim == 3:
         if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[2])):
-            raise DatasetError(f"{path}: mask has colour channels that differ; expected a grey mask")
+            raise DatasetError(
+                f"{path}: mask has colour channels that differ; expected a grey mask"
+            )
         array = array[..., 0]
     values = set(np.unique(array).tolist())
     if not (values <= {0, 1} or values <= {0, 255} or values <= {False, True}):
         shown = sorted(values)[:6]
-        raise DatasetError(f"{path}: mask values {shown} are not binary; expected {{0,1}} or {{0,255}}")
+        raise DatasetError(
+            f"{path}: mask values {shown} are not binary; expected {{0,1}} or {{0,255}}"
+        )
     return array > 0
 
 
@@ -223,7 +228,9 @@ class ImageFolder(PairedDataset):
     def __init__(self, root: str | Path, *, skip_invalid: bool = False) -> None:
         root = Path(root)
         folder = root / "images" if (root / "images").is_dir() else root
-        pairs = [(k, v, []) for k, v in _images_in(folder).items()]
+        pairs: list[tuple[str, Path, list[Path]]] = [
+            (k, v, []) for k, v in _images_in(folder).items()
+        ]
         super().__init__(pairs, skip_invalid=skip_invalid, source=str(root))
 
 
@@ -249,11 +256,15 @@ class ShenzhenDataset(PairedDataset):
 
     def __init__(self, root: str | Path, *, skip_invalid: bool = False) -> None:
         root = Path(root)
-        image_dir = next((root / d for d in ("CXR_png", "images") if (root / d).is_dir()), root / "CXR_png")
+        image_dir = next(
+            (root / d for d in ("CXR_png", "images") if (root / d).is_dir()), root / "CXR_png"
+        )
         mask_dir = next((root / d for d in ("mask", "masks") if (root / d).is_dir()), root / "mask")
         images = _images_in(image_dir)
         masks = {
-            k.removesuffix("_mask"): [v] for k, v in _images_in(mask_dir).items() if k.endswith("_mask")
+            k.removesuffix("_mask"): [v]
+            for k, v in _images_in(mask_dir).items()
+            if k.endswith("_mask")
         }
         pairs, problems = _paired(images, masks, str(mask_dir / "{id}_mask.png"))
         super().__init__(pairs, skip_invalid=skip_invalid, problems=problems, source=str(root))

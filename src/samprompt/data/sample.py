@@ -13,15 +13,23 @@ from samprompt.errors import DatasetError
 __all__ = ["Dataset", "Sample", "SampleList", "Subset"]
 
 
-def _check_image(instance: Sample, attribute: attrs.Attribute[np.ndarray], value: np.ndarray) -> None:
-    if value.dtype != np.uint8 or value.ndim not in (2, 3) or (value.ndim == 3 and value.shape[2] != 3):
+def _check_image(
+    instance: Sample, attribute: attrs.Attribute[np.ndarray], value: np.ndarray
+) -> None:
+    if (
+        value.dtype != np.uint8
+        or value.ndim not in (2, 3)
+        or (value.ndim == 3 and value.shape[2] != 3)
+    ):
         raise DatasetError(
             f"sample {instance.id!r}: image must be HxW or HxWx3 uint8, got {value.dtype} "
             f"{value.shape}"
         )
 
 
-def _check_mask(instance: Sample, attribute: attrs.Attribute[np.ndarray | None], value: np.ndarray | None) -> None:
+def _check_mask(
+    instance: Sample, attribute: attrs.Attribute[np.ndarray | None], value: np.ndarray | None
+) -> None:
     if value is None:
         return
     if value.dtype != np.bool_ or value.shape != instance.image.shape[:2]:
@@ -43,6 +51,13 @@ class Sample:
         ``(H, W)`` greyscale or ``(H, W, 3)`` RGB, ``uint8``, in the image's own pixel frame.
     mask : numpy.ndarray or None
         ``(H, W)`` bool, True on the structure; None for images without ground truth.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sample = Sample("case1", np.zeros((4, 6), np.uint8), np.zeros((4, 6), bool))
+    >>> sample.size
+    (4, 6)
     """
 
     id: str
@@ -66,6 +81,13 @@ class Dataset(Sequence[Sample]):
 
     Subclasses implement :attr:`ids` and :meth:`load`; samples may be read lazily from disk, so a
     dataset of any size costs little memory.
+
+    Examples
+    --------
+    >>> from samprompt.data import make_phantoms
+    >>> data = make_phantoms(5, 32)
+    >>> len(data), data.subset([4, 0]).ids
+    (5, ['chest_0004', 'chest_0000'])
     """
 
     @property

@@ -33,7 +33,9 @@ def train_val_test_split(
     (6, 2, 2)
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ConfigError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     if n < 3:
         raise ConfigError(f"need at least 3 samples to split, got {n}")
     order = np.random.default_rng(seed).permutation(n)
@@ -71,6 +73,8 @@ def cv_splits(n: int, k: int = 5, seed: int = 0) -> list[Split]:
             splits.append(Split(np.sort(order[n_val:]), np.sort(order[:n_val]), test))
             continue
         val = folds[(i + 1) % k]
-        train = np.sort(np.concatenate([f for j, f in enumerate(folds) if j not in (i, (i + 1) % k)]))
+        train = np.sort(
+            np.concatenate([f for j, f in enumerate(folds) if j not in (i, (i + 1) % k)])
+        )
         splits.append(Split(train, val, test))
     return splits

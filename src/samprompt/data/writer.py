@@ -32,5 +32,7 @@ def write_folder_dataset(samples: Iterable[Sample], root: str | Path) -> Path:
     for sample in samples:
         Image.fromarray(sample.image).save(root / "images" / f"{sample.id}.png")
         if sample.mask is not None:
-            Image.fromarray(sample.mask.astype(np.uint8) * 255).save(root / "masks" / f"{sample.id}.png")
+            Image.fromarray(sample.mask.astype(np.uint8) * 255).save(
+                root / "masks" / f"{sample.id}.png"
+            )
     return root

@@ -46,7 +46,9 @@ class Combined(BaseStrategy):
         self.child_params = {k: dict(v) for k, v in (params or {}).items()}
         unknown = set(self.child_params) - set(names)
         if unknown:
-            raise ConfigError(f"combined: params given for strategies not combined: {sorted(unknown)}")
+            raise ConfigError(
+                f"combined: params given for strategies not combined: {sorted(unknown)}"
+            )
         self.children: list[PromptStrategy] = [
             get_strategy(n, **self.child_params.get(n, {})) for n in names
         ]
@@ -72,10 +74,15 @@ class Combined(BaseStrategy):
         return Prompt.merge([c.inference_prompt(sample) for c in self.children])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": self.params(), "fitted": {"children": [c.state_dict() for c in self.children]}}
+        return {
+            "params": self.params(),
+            "fitted": {"children": [c.state_dict() for c in self.children]},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         params = state.get("params", {})
         self.__init__(params.get("strategies", self.strategies), params.get("params"))  # type: ignore[misc]
-        for child, child_state in zip(self.children, state.get("fitted", {}).get("children", []), strict=False):
+        for child, child_state in zip(
+            self.children, state.get("fitted", {}).get("children", []), strict=False
+        ):
             child.load_state_dict(child_state)

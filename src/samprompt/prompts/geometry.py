@@ -32,7 +32,9 @@ def box_coverage(mask: np.ndarray, box: np.ndarray) -> float:
     return float(inside.mean()) if xs.size else 0.0
 
 
-def spaced_peaks(score: np.ndarray, region: np.ndarray, count: int, spacing: float) -> list[tuple[int, int]]:
+def spaced_peaks(
+    score: np.ndarray, region: np.ndarray, count: int, spacing: float
+) -> list[tuple[int, int]]:
     """Up to ``count`` ``(row, col)`` positions of ``region`` with the highest ``score``, each at
     least ``spacing * sqrt(region area)`` pixels from those chosen before (deterministic: ties go
     to the first position in raster order)."""

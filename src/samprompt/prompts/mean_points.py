@@ -124,7 +124,9 @@ class MeanPoints(BaseStrategy):
             raise PromptError(f"mean-points: the mean {self.source} has no foreground region")
         chosen: list[tuple[int, int]] = []
         labels: list[int] = []
-        score = ndimage.gaussian_filter(self.mean_map if self.source == "mask" else -self.mean_map, 2.0)
+        score = ndimage.gaussian_filter(
+            self.mean_map if self.source == "mask" else -self.mean_map, 2.0
+        )
         for region in regions:
             points = spaced_peaks(score, region, self.points_per_region, self.spacing)
             chosen += points
@@ -134,7 +136,9 @@ class MeanPoints(BaseStrategy):
             rows, cols = np.nonzero(union)
             box = np.zeros_like(union)
             box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
-            background = box & (self.mean_map < 0.05) if self.source == "mask" else box & ~foreground
+            background = (
+                box & (self.mean_map < 0.05) if self.source == "mask" else box & ~foreground
+            )
             background = ndimage.binary_opening(background) if background.sum() > 9 else background
             if background.any():
                 depth = ndimage.distance_transform_edt(~union)

@@ -73,7 +73,9 @@ class PerturbedBox(BaseStrategy):
     def _regions(self, sample: Sample) -> list[np.ndarray]:
         mask = sample.require_mask()
         if not mask.any():
-            raise PromptError(f"perturbed-box: sample {sample.id!r} has an empty mask, no box to draw")
+            raise PromptError(
+                f"perturbed-box: sample {sample.id!r} has an empty mask, no box to draw"
+            )
         if self.per_component:
             return components(mask, self.min_component_fraction)
         return [mask]
@@ -95,8 +97,14 @@ class PerturbedBox(BaseStrategy):
                 offsets = rng.uniform(-self.max_shift, self.max_shift, 4) * side
                 box = exact + offsets
                 box = np.clip(box, 0.0, [w - 1, h - 1, w - 1, h - 1])
-                box = np.array([min(box[0], box[2]), min(box[1], box[3]),
-                                max(box[0], box[2]), max(box[1], box[3])])
+                box = np.array(
+                    [
+                        min(box[0], box[2]),
+                        min(box[1], box[3]),
+                        max(box[0], box[2]),
+                        max(box[1], box[3]),
+                    ]
+                )
                 if box_coverage(region, box) >= self.min_coverage:
                     chosen = box
                     break

@@ -14,13 +14,16 @@ from samprompt.errors import PromptError
 __all__ = ["Prompt"]
 
 
-def _optional_array(dtype: type) -> Any:
-    def convert(value: Any) -> np.ndarray | None:
-        if value is None:
-            return None
-        return np.asarray(value, dtype=dtype)
+def _size(value: Any) -> tuple[int, int]:
+    return int(value[0]), int(value[1])
 
-    return convert
+
+def _float_array(value: Any) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=np.float64)
+
+
+def _int_array(value: Any) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=np.int64)
 
 
 @attrs.frozen(eq=False)
@@ -51,10 +54,10 @@ class Prompt:
     (1, 0)
     """
 
-    image_size: tuple[int, int] = attrs.field(converter=lambda s: (int(s[0]), int(s[1])))
-    points: np.ndarray | None = attrs.field(default=None, converter=_optional_array(np.float64))
-    point_labels: np.ndarray | None = attrs.field(default=None, converter=_optional_array(np.int64))
-    boxes: np.ndarray | None = attrs.field(default=None, converter=_optional_array(np.float64))
+    image_size: tuple[int, int] = attrs.field(converter=_size)
+    points: np.ndarray | None = attrs.field(default=None, converter=_float_array)
+    point_labels: np.ndarray | None = attrs.field(default=None, converter=_int_array)
+    boxes: np.ndarray | None = attrs.field(default=None, converter=_float_array)
 
     def __attrs_post_init__(self) -> None:
         h, w = self.image_size
@@ -75,9 +78,11 @@ class Prompt:
                 raise PromptError("points contain NaN or infinite values")
             if not np.isin(labels, (0, 1)).all():
                 raise PromptError(f"point labels must be 0 or 1, got {np.unique(labels).tolist()}")
-            inside = (pts >= -tol).all() and (pts[:, 0] <= w - 1 + tol).all() and (
-                pts[:, 1] <= h - 1 + tol
-            ).all()
+            inside = (
+                (pts >= -tol).all()
+                and (pts[:, 0] <= w - 1 + tol).all()
+                and (pts[:, 1] <= h - 1 + tol).all()
+            )
             if not inside:
                 raise PromptError(f"points outside the {w}x{h} image: {pts.tolist()}")
         if self.boxes is not None:
@@ -94,7 +99,9 @@ class Prompt:
                 | (boxes[:, 3] > h - 1 + tol)
             )
             if bad.any():
-                raise PromptError(f"boxes not inside the {w}x{h} image or not XYXY: {boxes[bad].tolist()}")
+                raise PromptError(
+                    f"boxes not inside the {w}x{h} image or not XYXY: {boxes[bad].tolist()}"
+                )
 
     @property
     def num_points(self) -> int:
@@ -110,7 +117,9 @@ class Prompt:
         """Points ``(N, 2)`` and boxes ``(K, 4)`` in SAM's input frame (longest side ``img_size``),
         converted with ``segment_anything``'s ``ResizeLongestSide``."""
         transform = ResizeLongestSide(img_size)
-        points = None if self.points is None else transform.apply_coords(self.points, self.image_size)
+        points = (
+            None if self.points is None else transform.apply_coords(self.points, self.image_size)
+        )
         boxes = None if self.boxes is None else transform.apply_boxes(self.boxes, self.image_size)
         return points, boxes
 

@@ -27,6 +27,13 @@ class PromptStrategy(Protocol):
     needs_mask_at_inference : bool
         True when :meth:`inference_prompt` reads the ground-truth mask (boxes from ground truth:
         an *oracle* setting, labelled so in every report).
+
+    Examples
+    --------
+    >>> from samprompt import get_strategy
+    >>> strategy = get_strategy("perturbed-box")
+    >>> isinstance(strategy, PromptStrategy), strategy.needs_mask_at_inference
+    (True, True)
     """
 
     name: str
@@ -59,6 +66,18 @@ class BaseStrategy:
 
     Subclasses set :attr:`name`, implement :meth:`inference_prompt` and list their constructor
     parameters in :meth:`params`.
+
+    Examples
+    --------
+    >>> from samprompt import Prompt
+    >>> class Centre(BaseStrategy):
+    ...     name = "centre"
+    ...     def inference_prompt(self, sample):
+    ...         h, w = sample.size
+    ...         return Prompt((h, w), points=[[(w - 1) / 2, (h - 1) / 2]], point_labels=[1])
+    >>> from samprompt.data import make_phantoms
+    >>> Centre().inference_prompt(make_phantoms(1, 64)[0]).points.tolist()
+    [[31.5, 31.5]]
     """
 
     name: str = "base"
