@@ -6,9 +6,9 @@ packages take: the core holds no hard-coded list.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import metadata
 from types import ModuleType
-from collections.abc import Iterable
 from typing import Any, cast
 
 import attrs
