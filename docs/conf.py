@@ -32,4 +32,4 @@ html_theme = "furo"
 html_title = f"samprompt {release}"
 html_static_path = ["_static"]
 pygments_style = "friendly"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_results_table.rst"]

@@ -220,7 +220,7 @@ def test_cv_on_real_montgomery_with_tiny(tmp_path: Path) -> None:
                 "--folds",
                 "2",
                 "--epochs",
-                "2",
+                "1",
                 "--lr",
                 "1e-3",
                 "--out",

@@ -96,8 +96,14 @@ def test_custom_plugin(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_reproduce_paper_default_runs_quick(tmp_path: Path) -> None:
-    out = _run("reproduce_paper.py", cwd=tmp_path)
-    assert (
-        "point prompts, fine-tuned" in out and (tmp_path / "reproduce-run" / "report.md").is_file()
+def test_reproduce_paper_example(tmp_path: Path) -> None:
+    data = write_folder_dataset(make_phantoms(12, 64, seed=7), tmp_path / "data")
+    out = _run(
+        "reproduce_paper.py",
+        str(data),
+        "random:tiny",
+        str(tmp_path / "run"),
+        "--quick",
+        cwd=tmp_path,
     )
+    assert "point prompts, fine-tuned" in out and (tmp_path / "run" / "report.md").is_file()

@@ -131,7 +131,7 @@ def plot_overlays(
     """
     path = Path(path)
     n = max(1, len(items))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.9), dpi=110, squeeze=False)
     for ax, (ident, image, truth, pred, f1) in zip(axes[0], items, strict=False):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         overlay = np.zeros((*pred.shape, 4))
@@ -143,7 +143,7 @@ def plot_overlays(
     for ax in axes[0][len(items) :]:
         ax.axis("off")
     fig.suptitle(f"{title} — green: ground truth, red: prediction", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
