@@ -27,6 +27,19 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def count_encoder_calls(model: LoadedSam) -> list[int]:
+    """Wrap the model's image encoder so that ``calls[0]`` counts the images it encodes."""
+    calls = [0]
+    original = model.sam.image_encoder.forward
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += x.shape[0]
+        return original(x)
+
+    model.sam.image_encoder.forward = counting  # type: ignore[method-assign]
+    return calls
+
+
 @pytest.fixture
 def tiny() -> LoadedSam:
     return load_sam("random:tiny")

@@ -14,25 +14,14 @@ import torch
 
 from samprompt import EmbeddingCache, LoadedSam
 from samprompt.data import SampleList, make_phantoms, preprocess_image, write_folder_dataset
-
-
-def _count_encoder_calls(model: LoadedSam) -> list[int]:
-    calls = [0]
-    original = model.sam.image_encoder.forward
-
-    def counting(x: torch.Tensor) -> torch.Tensor:
-        calls[0] += x.shape[0]
-        return original(x)
-
-    model.sam.image_encoder.forward = counting  # type: ignore[method-assign]
-    return calls
+from tests.conftest import count_encoder_calls
 
 
 def test_cache_matches_fresh_encoder_and_second_pass_encodes_nothing(
     tiny: LoadedSam, phantoms: SampleList, cache: EmbeddingCache
 ) -> None:
     data = phantoms[:4]
-    calls = _count_encoder_calls(tiny)
+    calls = count_encoder_calls(tiny)
     index = cache.embed(tiny, data)
     assert calls[0] == 4 and cache.stats.misses == 4 and cache.stats.hits == 0
     with torch.inference_mode():

@@ -25,22 +25,11 @@ from samprompt import (
 )
 from samprompt.data import make_phantoms, write_folder_dataset
 from samprompt.model import build_sam
+from tests.conftest import count_encoder_calls
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _count_encoder_calls(model: LoadedSam) -> list[int]:
-    calls = [0]
-    original = model.sam.image_encoder.forward
-
-    def counting(x: torch.Tensor) -> torch.Tensor:
-        calls[0] += x.shape[0]
-        return original(x)
-
-    model.sam.image_encoder.forward = counting  # type: ignore[method-assign]
-    return calls
 
 
 def test_config_rejects_bad_values() -> None:
@@ -59,7 +48,7 @@ def test_only_the_decoder_changes_and_each_image_is_encoded_once(
 ) -> None:
     data = make_phantoms(8, 64, seed=1)
     train, val = data[:6], data[6:]
-    calls = _count_encoder_calls(tiny)
+    calls = count_encoder_calls(tiny)
     encoder, prompt_encoder = _snapshot(tiny.sam.image_encoder), _snapshot(tiny.sam.prompt_encoder)
     decoder = _snapshot(tiny.sam.mask_decoder)
     config = FinetuneConfig(epochs=2, batch_size=6, lr=1e-3, thresholds=(0.5,))

@@ -9,15 +9,14 @@ import pytest
 from samprompt import EmbeddingCache, FinetuneConfig, LoadedSam, get_strategy
 from samprompt.data import FolderDataset, make_phantoms
 from samprompt.protocols import cross_dataset, cross_validate, zero_shot
-from tests.conftest import shared_dataset
-from tests.test_finetune import _count_encoder_calls
+from tests.conftest import count_encoder_calls, shared_dataset
 
 
 def test_cv_folds_partition_and_encoder_runs_once_per_image(
     tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
 ) -> None:
     data = make_phantoms(10, 64, seed=6)
-    calls = _count_encoder_calls(tiny)
+    calls = count_encoder_calls(tiny)
     config = FinetuneConfig(epochs=1, batch_size=8, lr=1e-3, thresholds=(0.5, 0.6))
     result = cross_validate(
         data,

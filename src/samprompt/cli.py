@@ -28,14 +28,14 @@ from samprompt.data.sample import Dataset
 from samprompt.data.splits import train_val_test_split
 from samprompt.embeddings import EmbeddingCache, default_cache_dir
 from samprompt.errors import PromptError, SampromptError
-from samprompt.evaluate import Evaluator
+from samprompt.evaluate import Evaluator, score_with_prior
 from samprompt.finetune import Finetuner
 from samprompt.model import LoadedSam, load_sam
 from samprompt.plugins import get_strategy, strategy_table
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.report import plot_learning_curve, write_metrics
-from samprompt.segmenter import MeanMaskPrior, SamSegmenter
+from samprompt.segmenter import SamSegmenter
 
 __all__ = ["build_parser", "main"]
 
@@ -156,14 +156,8 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
     if not main_rank:
         return 0
     plot_learning_curve([attrs.asdict(r) for r in result.history], out / "learning_curve.png")
-    evaluator = Evaluator(config.eval_resolution)
-    scores = evaluator.evaluate(result.segmenter, test)
-    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    metrics = scores.to_dict() | {
-        "prior_f1_mean": prior.f1_mean,
-        "prior_f1_std": prior.f1_std,
-        "prior_iou_mean": prior.iou_mean,
-        "prior_iou_std": prior.iou_std,
+    scores, prior, metrics = score_with_prior(result.segmenter, train, test, config.eval_resolution)
+    metrics |= {
         "split": {"train": len(train), "val": len(val), "test": len(test), "seed": args.seed},
         "best_epoch": result.best_epoch,
         "oracle": bool(strategy.needs_mask_at_inference),
@@ -352,15 +346,7 @@ def cmd_baseline_unet(args: argparse.Namespace) -> int:
     plot_learning_curve(
         [attrs.asdict(r) for r in history], out / "learning_curve.png", "U-Net learning curve"
     )
-    evaluator = Evaluator(args.resolution)
-    scores = evaluator.evaluate(model, test)
-    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    metrics = scores.to_dict() | {
-        "prior_f1_mean": prior.f1_mean,
-        "prior_f1_std": prior.f1_std,
-        "prior_iou_mean": prior.iou_mean,
-        "prior_iou_std": prior.iou_std,
-    }
+    scores, prior, metrics = score_with_prior(model, train, test, args.resolution)
     write_metrics(
         out,
         metrics,

@@ -13,12 +13,11 @@ from samprompt.data.phantoms import make_phantoms
 from samprompt.data.splits import train_val_test_split
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import RandomWeightsWarning
-from samprompt.evaluate import Evaluator
+from samprompt.evaluate import score_with_prior
 from samprompt.finetune import Finetuner
 from samprompt.model import load_sam
 from samprompt.plugins import get_strategy
 from samprompt.report import plot_learning_curve, plot_overlays, write_metrics
-from samprompt.segmenter import MeanMaskPrior
 
 __all__ = ["run_demo"]
 
@@ -53,15 +52,7 @@ def run_demo(
         progress=progress,
     )
     result = tuner.fit(train, val)
-    evaluator = Evaluator()
-    scores = evaluator.evaluate(result.segmenter, test)
-    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    metrics = scores.to_dict() | {
-        "prior_f1_mean": prior.f1_mean,
-        "prior_f1_std": prior.f1_std,
-        "prior_iou_mean": prior.iou_mean,
-        "prior_iou_std": prior.iou_std,
-    }
+    scores, prior, metrics = score_with_prior(result.segmenter, train, test, "low")
     write_metrics(
         out,
         metrics,

@@ -13,7 +13,14 @@ from samprompt.errors import ConfigError
 from samprompt.metrics import f1_iou, summarize
 from samprompt.segmenter import RESOLUTIONS, Segmenter, target_at
 
-__all__ = ["DEFAULT_THRESHOLDS", "EvalResult", "Evaluator", "ImageScore", "SweepResult"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "EvalResult",
+    "Evaluator",
+    "ImageScore",
+    "SweepResult",
+    "score_with_prior",
+]
 
 #: The paper's thresholds: 0.50 to 0.70 in steps of 0.05, on sigmoid probabilities.
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7)
@@ -225,3 +232,25 @@ def eval_result_from_dict(data: dict[str, Any]) -> EvalResult:
         ImageScore(str(r["id"]), float(r["f1"]), float(r["iou"])) for r in data["per_image"]
     )
     return EvalResult(rows, float(data["threshold"]), str(data["resolution"]))
+
+
+def score_with_prior(
+    model: Segmenter, train: Dataset, test: Dataset, resolution: str = "low"
+) -> tuple[EvalResult, EvalResult, dict[str, Any]]:
+    """Score ``model`` and the mean-mask prior fitted on ``train`` on ``test``.
+
+    Returns the model's result, the prior's, and the ``metrics.json`` dict: the model's summary
+    and per-image rows plus ``prior_*`` keys.
+    """
+    from samprompt.segmenter import MeanMaskPrior
+
+    evaluator = Evaluator(resolution)
+    scores = evaluator.evaluate(model, test)
+    prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
+    metrics = scores.to_dict() | {
+        "prior_f1_mean": prior.f1_mean,
+        "prior_f1_std": prior.f1_std,
+        "prior_iou_mean": prior.iou_mean,
+        "prior_iou_std": prior.iou_std,
+    }
+    return scores, prior, metrics
