@@ -25,7 +25,11 @@ class CliReference(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
+        import os
+
         from samprompt.cli import build_parser
+
+        os.environ["COLUMNS"] = "92"  # argparse wraps help to this width
 
         parser = build_parser()
         parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -41,9 +41,9 @@ __all__ = ["build_parser", "main"]
 
 FORMATS = {"folder": FolderDataset, "montgomery": MontgomeryDataset, "shenzhen": ShenzhenDataset}
 EPILOG = """\
-checkpoints (--checkpoint): a path to an official SAM file (sam_vit_b_01ec64.pth, vit_l, vit_h),
-a MedSAM-style file, or random:tiny / random:vit_b / random:vit_l / random:vit_h for random weights
-(for tests only: their numbers say nothing about SAM).
+checkpoints (--checkpoint): a path to an official SAM file (sam_vit_b_01ec64.pth,
+vit_l, vit_h), a MedSAM-style file, or random:tiny / random:vit_b / random:vit_l /
+random:vit_h for random weights (for tests only: their numbers say nothing about SAM).
 """
 
 
@@ -457,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``samprompt`` command (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
         prog="samprompt",
-        description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary medical "
-        "image segmentation. Image embeddings are computed once and cached.",
+        description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary\n"
+        "medical image segmentation. Image embeddings are computed once and cached.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
