@@ -334,11 +334,11 @@ class Finetuner:
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
                 optimizer.step()
+                self._check_frozen(prompt_encoder_before)
                 losses.append(float(loss.detach()) * weight / world)
                 sizes.append(len(batch))
             if world > 1:
                 losses = [sum(parts) for parts in zip(*distributed.all_gather(losses), strict=True)]
-            self._check_frozen(prompt_encoder_before)
             decoder.eval()
             val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
             record = EpochRecord(
