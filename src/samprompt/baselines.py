@@ -8,7 +8,6 @@ The U-Net sees the same frame as SAM's decoder: the grey image resized so its lo
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -243,8 +242,3 @@ def load_unet_model(folder: str | Path, *, device: str = "cpu") -> UNetSegmenter
             f"{folder / 'unet.safetensors'}: cannot load U-Net weights ({exc})"
         ) from exc
     return UNetSegmenter(net.to(device), config, float(meta["threshold"]))
-
-
-def history_json(history: Sequence[EpochRecord]) -> str:
-    """History as JSON text."""
-    return json.dumps([attrs.asdict(r) for r in history], indent=2)

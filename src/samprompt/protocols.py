@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
@@ -318,11 +317,6 @@ def cross_dataset(
         "test_size": len(test),
     }
     return ProtocolResult("cross-dataset", (fold,), meta)
-
-
-def fold_means(result: ProtocolResult) -> np.ndarray:
-    """``(k, 2)`` mean F1 and IoU of each fold."""
-    return np.array([[f.test.f1_mean, f.test.iou_mean] for f in result.folds])
 
 
 def unet_cross_validate(

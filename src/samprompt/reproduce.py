@@ -7,7 +7,6 @@ fine-tuned fold, a U-Net fold) lives in its own folder and is read back, not rec
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -396,9 +395,3 @@ def render_report(results: dict[str, Any]) -> str:
         if key in figs:
             lines += [f"![{key}]({figs[key]})", ""]
     return "\n".join(lines)
-
-
-def results_json(out: Path) -> dict[str, Any]:
-    """Read a finished run's ``results.json``."""
-    data: dict[str, Any] = json.loads((Path(out) / "results.json").read_text())
-    return data
