@@ -299,8 +299,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from samprompt.reproduce import ReproduceSettings, run_reproduce
 
-    fmt = "folder" if args.dataset == "folder" else args.dataset
-    data = _load_dataset(args.data, fmt, args.skip_invalid)
+    data = _load_dataset(args.data, args.dataset, args.skip_invalid)
     test_data = (
         _load_dataset(args.test_data, args.test_format, args.skip_invalid)
         if args.test_data
