@@ -16,7 +16,7 @@ from samprompt.data import make_phantoms, preprocess_image
 
 def main() -> None:
     p = parser(__doc__ or "")
-    p.add_argument("--specs", nargs="+", default=["random:tiny", "random:vit_b"])
+    p.add_argument("--specs", nargs="+", default=["random:tiny", "litemedsam", "random:vit_b"])
     p.add_argument(
         "--images", type=int, default=2, help="images per timing (vit_b is ~10 s each on CPU)"
     )

@@ -13,17 +13,18 @@ from samprompt.data import FolderDataset, make_phantoms, train_val_test_split, w
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "own-dataset-run")
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+n_images = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 
-root = write_folder_dataset(make_phantoms(20, (96, 128), kind="nodule", seed=1), out / "data")
+root = write_folder_dataset(make_phantoms(n_images, (96, 128), kind="nodule", seed=1), out / "data")
 data = FolderDataset(root)  # checks every file, lists every problem
 split = train_val_test_split(len(data), seed=0)
 
 # One box per connected component, jittered by up to 10% of its side during training. Boxes come
 # from the ground truth at test time too: an oracle setting, and the reports say so.
 strategy = get_strategy("perturbed-box", max_shift=0.1, per_component=True)
-config = FinetuneConfig(epochs=epochs, lr=1e-3, eval_resolution="original")
+config = FinetuneConfig(epochs=epochs, eval_resolution="original")
 tuner = Finetuner(
-    load_sam("random:tiny"),
+    load_sam("litemedsam"),  # LiteMedSAM was pretrained with box prompts
     strategy,
     config,
     cache=EmbeddingCache(out / "cache"),

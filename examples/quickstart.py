@@ -1,7 +1,8 @@
 """Quick start: fine-tune SAM's mask decoder and evaluate it, in about twenty lines.
 
-Runs on synthetic phantoms with a tiny random-weight SAM; swap in your data folder and an
-official checkpoint (e.g. ``load_sam("sam_vit_b_01ec64.pth")``) for real work.
+Runs on synthetic phantoms with LiteMedSAM, the pretrained SAM that samprompt ships (no
+download); swap in your data folder, and ``load_sam("sam_vit_b_01ec64.pth")`` or a MedSAM file if
+you have one. Usage: ``python quickstart.py [EPOCHS] [IMAGES]``.
 """
 
 import sys
@@ -18,12 +19,13 @@ from samprompt import (
 from samprompt.data import make_phantoms, train_val_test_split
 
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-data = make_phantoms(30, 128, seed=0)  # or FolderDataset("path/to/data")
+n_images = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+data = make_phantoms(n_images, 256, seed=0)  # or FolderDataset("path/to/data")
 split = train_val_test_split(len(data), seed=0)  # 60/20/20
 train, val, test = (data.subset(split.train), data.subset(split.val), data.subset(split.test))
 
-model = load_sam("random:tiny")  # or load_sam("sam_vit_b_01ec64.pth")
-config = FinetuneConfig(epochs=epochs, lr=1e-3)  # random decoders want a larger lr than 1e-5
+model = load_sam("litemedsam")  # or load_sam("sam_vit_b_01ec64.pth")
+config = FinetuneConfig(epochs=epochs)  # lr: the model's recommended rate (1e-4 for LiteMedSAM)
 tuner = Finetuner(
     model, get_strategy("mean-points"), config, cache=EmbeddingCache("quickstart-cache")
 )

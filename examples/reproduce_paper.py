@@ -1,8 +1,9 @@
 """Reproduce the paper's tables and figures (``samprompt reproduce`` from Python).
 
 Usage: ``python reproduce_paper.py DATA_DIR CHECKPOINT OUT_DIR [--quick]``, e.g. with the
-Montgomery folder and ``sam_vit_b_01ec64.pth``. Without arguments it runs the quick setting on
-phantoms with a random-weight SAM (numbers not meaningful; the run shows the pipeline).
+Montgomery folder and ``litemedsam`` (built in) or ``sam_vit_b_01ec64.pth``. Without arguments it
+runs the quick setting on phantoms with LiteMedSAM (the run shows the pipeline; phantom numbers say
+little about chest X-rays).
 """
 
 import sys
@@ -19,7 +20,7 @@ if args:
 else:
     data, checkpoint, out, quick = (
         make_phantoms(24, 96, seed=0),
-        "random:tiny",
+        "litemedsam",
         Path("reproduce-run"),
         True,
     )

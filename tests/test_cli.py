@@ -189,17 +189,31 @@ def test_predict_with_oracle_strategy_needs_boxes(
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    out = _run("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "12", "-q")
+    out = _run("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "15", "-q")
     assert out.returncode == 0, out.stderr
     for name in (
         "summary.md",
         "metrics.json",
-        "learning_curve.png",
+        "comparison.png",
+        "learning_curves.png",
         "overlays.png",
         "model/model.json",
+        "control/model.json",
     ):
         assert (tmp_path / "demo" / name).is_file(), name
     assert "test F1" in out.stdout
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    rows = {r["name"]: r for r in metrics["rows"]}
+    assert list(rows) == ["zero-shot", "fine-tuned", "random-encoder control", "mean-mask floor"]
+    assert all(0.0 <= r["f1_mean"] <= 1.0 for r in rows.values())
+    # the fine-tuned model is the pretrained LiteMedSAM, never flagged random; the control is
+    assert (
+        "litemedsam" in rows["fine-tuned"]["model"] and "pretrained" in rows["fine-tuned"]["model"]
+    )
+    assert "RANDOM" in rows["random-encoder control"]["model"]
+    model_json = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())
+    assert model_json["sam"]["random_weights"] is False
+    assert model_json["sam"]["family"] == "litemedsam"
 
 
 @pytest.mark.realdata
@@ -242,3 +256,35 @@ def test_cv_on_real_montgomery_with_tiny(tmp_path: Path) -> None:
         json.loads((out / f"fold_{f}" / "metrics.json").read_text())["f1_mean"] for f in (0, 1)
     ]
     assert metrics["f1_mean"] == pytest.approx(np.mean(means))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_litemedsam_trained_on_shenzhen_scores_unseen_xrays_as_its_predicted_pngs_do(
+    tmp_path: Path,
+) -> None:
+    """`evaluate` on X-rays the model never saw agrees with F1 computed from `predict`'s PNGs."""
+    from samprompt.data import FolderDataset
+
+    shenzhen, montgomery = shared_dataset("shenzhen"), shared_dataset("montgomery")
+    train = write_folder_dataset(FolderDataset(shenzhen).subset(range(15)), tmp_path / "train")
+    unseen = write_folder_dataset(FolderDataset(montgomery).subset(range(6)), tmp_path / "unseen")
+    common = ["--cache", str(tmp_path / "cache"), "-q"]
+    assert main(["finetune", "--data", str(train), "--epochs", "1", "--out",
+                 str(tmp_path / "model"), *common]) == 0  # fmt: skip
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(unseen),
+                 "--resolution", "original", "--out", str(tmp_path / "eval"), *common]) == 0  # fmt: skip
+    assert main(["predict", "--model", str(tmp_path / "model"), "--images",
+                 str(unseen / "images"), "--out", str(tmp_path / "png"), *common]) == 0  # fmt: skip
+    reported = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["sam"]["family"] == (
+        "litemedsam"
+    )
+    by_id = {r["id"]: r["f1"] for r in reported["per_image"]}
+    assert len(by_id) == 6
+    for ident, f1 in by_id.items():
+        pred = np.asarray(Image.open(tmp_path / "png" / f"{ident}.png")) > 127
+        truth = np.asarray(Image.open(unseen / "masks" / f"{ident}.png")) > 127
+        dice = 2 * np.logical_and(pred, truth).sum() / (pred.sum() + truth.sum())
+        assert f1 == pytest.approx(dice, abs=1e-6), ident
+    assert reported["f1_mean"] == pytest.approx(np.mean(list(by_id.values())))

@@ -28,12 +28,12 @@ def _run(script: str, *args: str, cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_quickstart(tmp_path: Path) -> None:
-    assert "mean-mask prior" in _run("quickstart.py", "2", cwd=tmp_path)
+    assert "mean-mask prior" in _run("quickstart.py", "2", "10", cwd=tmp_path)
 
 
 @pytest.mark.slow
 def test_own_dataset_and_predict_new_images(tmp_path: Path) -> None:
-    out = _run("own_dataset.py", str(tmp_path / "run"), "1", cwd=tmp_path)
+    out = _run("own_dataset.py", str(tmp_path / "run"), "1", "10", cwd=tmp_path)
     assert "nodules: F1" in out
     images = (
         write_folder_dataset(make_phantoms(3, (50, 70), kind="nodule", seed=5), tmp_path / "new")

@@ -106,7 +106,7 @@ def test_other_architecture(tmp_path: Path) -> None:
         load_sam(path)
     state = build_sam("tiny").state_dict()
     state["image_encoder.patch_embed.proj.weight"] = torch.zeros(100, 3, 4, 4)
-    with pytest.raises(CheckpointError, match="matches no SAM variant"):
+    with pytest.raises(CheckpointError, match="odd.pth: .* matches no SAM ViT variant"):
         detect_variant(state, "odd.pth")
     state = build_sam("tiny").state_dict()
     state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)

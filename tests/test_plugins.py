@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from samprompt import PluginError, get_strategy, list_strategies
+from samprompt import PluginError, __version__, get_strategy, list_strategies
 from samprompt.plugins import plugin_failures, reset_plugins
 from tests.conftest import REPO
 
@@ -31,10 +31,10 @@ def fresh_registry() -> Iterator[None]:
     reset_plugins()
 
 
-def test_builtins_come_through_entry_points() -> None:
+def test_builtins_are_registered_once_even_though_also_declared_as_entry_points() -> None:
     found = list_strategies()
     for name in ("mean-points", "perturbed-box", "combined"):
-        assert "entry point builtin = samprompt.prompts.builtin" in found[name]
+        assert found[name] == f"samprompt {__version__} (built-in samprompt.prompts.builtin)"
 
 
 def test_unknown_name_lists_installed() -> None:

@@ -4,8 +4,7 @@ image segmentation, with prompt strategies as plugins.
 >>> from samprompt import Finetuner, FinetuneConfig, Evaluator, get_strategy, load_sam
 """
 
-__version__ = "0.1.0"
-
+from samprompt._version import __version__
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, Sample
 from samprompt.embeddings import EmbeddingCache

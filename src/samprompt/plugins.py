@@ -1,7 +1,10 @@
-"""Discovery of prompt strategies through pluggy and the ``samprompt`` entry-point group.
+"""Discovery of prompt strategies and model families through pluggy and the ``samprompt``
+entry-point group.
 
-Built-in strategies are registered by samprompt's own entry point, the same path third-party
-packages take: the core holds no hard-coded list.
+Built-in strategies and families are plugin modules like any other (``samprompt.prompts.builtin``,
+``samprompt.families.builtin``). They are registered directly, so a source checkout that was never
+installed works too, and are also declared as samprompt's own entry points (a module reached both
+ways is registered once).
 """
 
 from __future__ import annotations
@@ -15,13 +18,20 @@ import attrs
 import pluggy
 
 from samprompt import hookspecs
-from samprompt.errors import PluginError
+from samprompt._version import __version__
+from samprompt.errors import CheckpointError, PluginError
+from samprompt.families import builtin as builtin_families
+from samprompt.families.base import ModelFamily
+from samprompt.prompts import builtin as builtin_strategies
 from samprompt.prompts.strategy import PromptStrategy
 
 __all__ = [
+    "FamilyInfo",
     "PluginFailure",
     "StrategyInfo",
+    "get_family",
     "get_strategy",
+    "list_families",
     "list_strategies",
     "register_plugin",
     "reset_plugins",
@@ -39,6 +49,15 @@ class StrategyInfo:
 
 
 @attrs.frozen
+class FamilyInfo:
+    """A registered model family and the plugin it came from."""
+
+    name: str
+    family: ModelFamily
+    source: str
+
+
+@attrs.frozen
 class PluginFailure:
     """A plugin that raised while loading (the other plugins stay usable)."""
 
@@ -52,6 +71,9 @@ class _Registry:
         self.manager.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self.by_name: dict[str, list[StrategyInfo]] = {}
+        self.families: dict[str, list[FamilyInfo]] = {}
+        for module in (builtin_strategies, builtin_families):
+            self.add(module, f"samprompt {__version__} (built-in {module.__name__})")
         for entry in metadata.entry_points(group=hookspecs.PROJECT):
             dist = getattr(entry, "dist", None)
             where = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
@@ -67,23 +89,33 @@ class _Registry:
         if self.manager.is_registered(plugin):
             return
         self.manager.register(plugin, name=source)
-        impls = [
-            i
-            for i in self.manager.hook.samprompt_prompt_strategies.get_hookimpls()
-            if i.plugin is plugin
-        ]
-        for impl in impls:
+        for cls in self._provided(plugin, source, self.manager.hook.samprompt_prompt_strategies):
+            name = getattr(cls, "name", None)
+            if not isinstance(name, str) or not name:
+                self.failures.append(PluginFailure(source, f"{cls!r} has no string 'name'"))
+                continue
+            self.by_name.setdefault(name, []).append(StrategyInfo(name, cls, source))
+        for family in self._provided(plugin, source, self.manager.hook.samprompt_model_families):
+            if not isinstance(family, ModelFamily):
+                self.failures.append(
+                    PluginFailure(source, f"{family!r} is not a samprompt ModelFamily instance")
+                )
+                continue
+            self.families.setdefault(family.name, []).append(
+                FamilyInfo(family.name, family, source)
+            )
+
+    def _provided(self, plugin: object, source: str, hook: Any) -> list[Any]:
+        """What ``plugin``'s implementation of ``hook`` returns (a failure is recorded)."""
+        provided: list[Any] = []
+        for impl in hook.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
             try:
-                classes = list(cast(Iterable[Any], impl.function()))
+                provided.extend(cast(Iterable[Any], impl.function()))
             except Exception as exc:
                 self.failures.append(PluginFailure(source, f"{type(exc).__name__}: {exc}"))
-                continue
-            for cls in classes:
-                name = getattr(cls, "name", None)
-                if not isinstance(name, str) or not name:
-                    self.failures.append(PluginFailure(source, f"{cls!r} has no string 'name'"))
-                    continue
-                self.by_name.setdefault(name, []).append(StrategyInfo(name, cls, source))
+        return provided
 
 
 _registry: _Registry | None = None
@@ -178,3 +210,61 @@ def strategy_table() -> str:
     lines = [f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]}" for r in rows]
     lines += [f"FAILED  {f.source}: {f.error}" for f in registry.failures]
     return "\n".join(lines)
+
+
+def list_families() -> dict[str, str]:
+    """Map each installed model family name to where it came from.
+
+    Examples
+    --------
+    >>> sorted(list_families())
+    ['litemedsam', 'vit']
+    """
+    return {
+        name: " | ".join(i.source for i in infos)
+        for name, infos in sorted(_get_registry().families.items())
+    }
+
+
+def families() -> list[ModelFamily]:
+    """The installed model families (a name two plugins provide raises :class:`PluginError`)."""
+    return [get_family(name) for name in sorted(_get_registry().families)]
+
+
+def get_family(name: str) -> ModelFamily:
+    """The model family registered as ``name``.
+
+    Raises
+    ------
+    CheckpointError
+        Unknown name (the message lists the installed ones).
+    PluginError
+        A name two plugins provide.
+
+    Examples
+    --------
+    >>> get_family("vit").variants
+    ('vit_b', 'vit_l', 'vit_h', 'tiny')
+    """
+    registry = _get_registry()
+    infos = registry.families.get(name)
+    if not infos:
+        installed = ", ".join(sorted(registry.families)) or "none"
+        raise CheckpointError(f"unknown model family {name!r}; installed: {installed}")
+    if len(infos) > 1:
+        sources = "; ".join(i.source for i in infos)
+        raise PluginError(f"model family name {name!r} is provided by several plugins: {sources}")
+    return infos[0].family
+
+
+def family_table() -> str:
+    """A plain-text table of installed model families (``samprompt plugins``)."""
+    rows = [("family", "variants", "named checkpoints", "source")]
+    for name, infos in sorted(_get_registry().families.items()):
+        for info in infos:
+            named = ", ".join(c.name for c in info.family.named_checkpoints()) or "-"
+            rows.append((name, info.family.describe(), named, info.source))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]:<{width[2]}}  {r[3]}" for r in rows
+    )

@@ -154,7 +154,12 @@ def _sam_fit(
             history = tuple(attrs.asdict(r) for r in result.history)
             return result.segmenter, result.threshold, history, tuple(result.sweep.rows())
         fold_strategy.fit(train)
-        segmenter = SamSegmenter(model, fold_strategy, cache, multimask_output=True)
+        segmenter = SamSegmenter(
+            model,
+            fold_strategy,
+            cache,
+            multimask_output=model.family_info.zero_shot_multimask,
+        )
         sweep = Evaluator("low", DEFAULT_THRESHOLDS).threshold_sweep(segmenter, val)
         return segmenter, sweep.best_threshold, (), tuple(sweep.rows())
 

@@ -14,7 +14,15 @@ import numpy as np
 
 from samprompt.saved import write_json_atomic
 
-__all__ = ["format_pm", "markdown_table", "plot_learning_curve", "plot_overlays", "write_metrics"]
+__all__ = [
+    "format_pm",
+    "markdown_table",
+    "plot_comparison",
+    "plot_learning_curve",
+    "plot_learning_curves",
+    "plot_overlays",
+    "write_metrics",
+]
 
 
 def format_pm(mean: float, std: float, digits: int = 3) -> str:
@@ -144,6 +152,55 @@ def plot_overlays(
         ax.axis("off")
     fig.suptitle(f"{title} — green: ground truth, red: prediction", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(bars: Sequence[tuple[str, float, float]], path: str | Path, title: str) -> Path:
+    """Horizontal bars of mean F1 with a ±std whisker, one per ``(label, mean, std)``."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 * len(bars) + 1.2), dpi=110)
+    labels = [b[0] for b in bars][::-1]
+    means = [b[1] for b in bars][::-1]
+    stds = [b[2] for b in bars][::-1]
+    ax.barh(labels, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    for y, (mean, std) in enumerate(zip(means, stds, strict=True)):
+        # the value sits right of the whisker, or inside the bar when there is no room
+        right = mean + std + 0.02
+        if right < 0.9:
+            ax.text(right, y, f"{mean:.3f}", va="center", fontsize=8)
+        else:
+            ax.text(0.02, y, f"{mean:.3f}", va="center", fontsize=8, color="white")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (Dice), mean ± std over images")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, title: str
+) -> Path:
+    """Validation F1 per epoch of several runs on one axis (one line per run)."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for label, history in histories.items():
+        ax.plot(
+            [h["epoch"] for h in history], [h["val_f1"] for h in history], "o-", ms=3, label=label
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation F1")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

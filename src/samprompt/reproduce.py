@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from samprompt import __version__
+from samprompt._version import __version__
 from samprompt.baselines import UNetConfig
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, SampleList

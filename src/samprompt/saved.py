@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samprompt import __version__
+from samprompt._version import __version__
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import CheckpointError, CheckpointMismatchError
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
@@ -48,7 +48,9 @@ def save_sam_model(
         "kind": "sam",
         "samprompt_version": __version__,
         "sam": {
+            "family": model.family,
             "variant": model.variant,
+            "seed": model.seed,
             "checkpoint": model.spec,
             "sha256": model.sha256,
             "random_weights": model.is_random,
@@ -103,7 +105,7 @@ def load_sam_model(
         model, spec = checkpoint, checkpoint.spec
     else:
         spec = str(checkpoint) if checkpoint is not None else meta["sam"]["checkpoint"]
-        model = load_sam(spec)
+        model = load_sam(spec, seed=int(meta["sam"].get("seed", 0)))
     if model.sha256 != meta["sam"]["sha256"]:
         raise CheckpointMismatchError(
             f"{folder}: the decoder was trained on base checkpoint {meta['sam']['checkpoint']} "
