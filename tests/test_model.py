@@ -114,3 +114,17 @@ def test_other_architecture(tmp_path: Path) -> None:
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"odd\.pth"):
         load_sam(path)
+
+
+def test_random_base_trained_with_a_seed_reloads_with_that_seed(tmp_path: Path) -> None:
+    from samprompt import EmbeddingCache, Finetuner, FinetuneConfig, get_strategy
+    from samprompt.data import make_phantoms
+
+    data = make_phantoms(5, 64, seed=2)
+    model = load_sam("random:tiny", seed=1)
+    cache = EmbeddingCache(tmp_path / "cache", progress=False)
+    tuner = Finetuner(model, get_strategy("mean-points"), FinetuneConfig(epochs=1),
+                      cache=cache, out_dir=tmp_path / "run", progress=False)  # fmt: skip
+    tuner.fit(data[:3], data[3:])
+    reloaded = Finetuner.load(tmp_path / "run", cache=cache)
+    assert reloaded.model.seed == 1 and reloaded.model.sha256 == model.sha256

@@ -202,10 +202,10 @@ def strategy_table() -> str:
     rows = [("name", "oracle", "source")]
     for name, infos in sorted(registry.by_name.items()):
         for info in infos:
-            oracle = getattr(info.cls, "needs_mask_at_inference", "?")
-            rows.append(
-                (name + (" (DUPLICATE)" if len(infos) > 1 else ""), str(oracle), info.source)
-            )
+            flag = getattr(info.cls, "needs_mask_at_inference", "?")
+            # a property (e.g. `combined`'s) is decided by the instance's parts
+            oracle = "per instance" if isinstance(flag, property) else str(flag)
+            rows.append((name + (" (DUPLICATE)" if len(infos) > 1 else ""), oracle, info.source))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     lines = [f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]}" for r in rows]
     lines += [f"FAILED  {f.source}: {f.error}" for f in registry.failures]

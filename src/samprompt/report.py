@@ -84,6 +84,15 @@ def write_metrics(
     return out
 
 
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    fig.tight_layout(rect=rect)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curve(
     history: Sequence[Mapping[str, float]], path: str | Path, title: str = "Learning curve"
 ) -> Path:
@@ -120,11 +129,7 @@ def plot_learning_curve(
     labels = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
     ax.legend(handles, labels, loc="center right")
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_overlays(
@@ -151,11 +156,7 @@ def plot_overlays(
     for ax in axes[0][len(items) :]:
         ax.axis("off")
     fig.suptitle(f"{title} — green: ground truth, red: prediction", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0, 0, 1, 0.9))
 
 
 def plot_comparison(bars: Sequence[tuple[str, float, float]], path: str | Path, title: str) -> Path:
@@ -177,11 +178,7 @@ def plot_comparison(bars: Sequence[tuple[str, float, float]], path: str | Path, 
     ax.set_xlabel("F1 (Dice), mean ± std over images")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_learning_curves(
@@ -200,8 +197,4 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
