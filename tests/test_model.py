@@ -106,7 +106,7 @@ def test_other_architecture(tmp_path: Path) -> None:
         load_sam(path)
     state = build_sam("tiny").state_dict()
     state["image_encoder.patch_embed.proj.weight"] = torch.zeros(100, 3, 4, 4)
-    with pytest.raises(CheckpointError, match="odd.pth: .* matches no SAM ViT variant"):
+    with pytest.raises(CheckpointError, match=r"odd\.pth: .* matches no SAM ViT variant"):
         detect_variant(state, "odd.pth")
     state = build_sam("tiny").state_dict()
     state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
@@ -117,7 +117,7 @@ def test_other_architecture(tmp_path: Path) -> None:
 
 
 def test_random_base_trained_with_a_seed_reloads_with_that_seed(tmp_path: Path) -> None:
-    from samprompt import EmbeddingCache, Finetuner, FinetuneConfig, get_strategy
+    from samprompt import EmbeddingCache, FinetuneConfig, Finetuner, get_strategy
     from samprompt.data import make_phantoms
 
     data = make_phantoms(5, 64, seed=2)
