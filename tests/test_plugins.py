@@ -115,3 +115,5 @@ def test_cli_plugins_table_shows_builtins_and_example(tmp_path: Path) -> None:
     for name in ("mean-points", "perturbed-box", "combined", "grid-points"):
         assert name in out
     assert "perturbed-box  True" in out
+    assert "<property" not in out and "combined" in out and "per instance" in out
+    assert "litemedsam" in out and "vit_b" in out  # the model families table
