@@ -31,7 +31,7 @@ class CheckpointError(SampromptError):
     ...     load_sam("random:vit_z")
     ... except CheckpointError as error:
     ...     print(error)
-    unknown SAM variant 'vit_z'; expected one of ['tiny', 'vit_b', 'vit_h', 'vit_l']
+    unknown SAM variant 'vit_z'; expected one of ['litemedsam', 'tiny', 'vit_b', 'vit_h', 'vit_l']
     """
 
 
