@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="pretrained LiteMedSAM fine-tuned on synthetic phantoms (about 3 minutes on 2 cores)",
+        help="pretrained LiteMedSAM fine-tuned on synthetic phantoms (a few minutes on 2 cores)",
         description="Zero-shot vs fine-tuned LiteMedSAM (pretrained, built in) vs a "
         "random-encoder control vs the mean-mask floor, on synthetic chest phantoms: embed, fit, "
         "sweep the threshold, evaluate, and write summary.md, metrics.json and plots. Needs no "
