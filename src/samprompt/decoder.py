@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
+from samprompt.fast_forward import decoder_tokens_forward
 from samprompt.prompts.prompt import Prompt
 
 __all__ = ["decode_low_res"]
@@ -66,28 +67,13 @@ def _decode_rows(
     sam: Sam, src: torch.Tensor, sparse: torch.Tensor, multimask_output: bool
 ) -> torch.Tensor:
     """SAM's mask decoder on one image embedding per row (no repeat_interleave), ``(R, 1, S, S)``."""
-    decoder = sam.mask_decoder
-    n_rows, channels, h, w = src.shape
-    src = src + sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    pos = sam.prompt_encoder.get_dense_pe().expand(n_rows, -1, -1, -1)
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([output_tokens.unsqueeze(0).expand(n_rows, -1, -1), sparse], dim=1)
-    hs, src = decoder.transformer(src, pos, tokens)
-    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(n_rows, channels, h, w))
-    flat = upscaled.flatten(2)
-    if multimask_output:
-        hyper = torch.stack(
-            [
-                decoder.output_hypernetworks_mlps[i](hs[:, 1 + i])
-                for i in range(1, decoder.num_mask_tokens)
-            ],
-            dim=1,
-        )
-        best = decoder.iou_prediction_head(hs[:, 0])[:, 1:].argmax(dim=1)
-        logits: torch.Tensor = (hyper @ flat)[torch.arange(n_rows, device=src.device), best]
-    else:
-        logits = (decoder.output_hypernetworks_mlps[0](hs[:, 1]).unsqueeze(1) @ flat)[:, 0]
-    return logits.reshape(n_rows, 1, upscaled.shape[2], upscaled.shape[3])
+    h, w = src.shape[-2:]
+    no_mask = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    image_tokens = (src + no_mask).flatten(2).transpose(1, 2).contiguous()
+    pos_tokens = sam.prompt_encoder.get_dense_pe().flatten(2).transpose(1, 2).contiguous()
+    return decoder_tokens_forward(
+        sam.mask_decoder, image_tokens, pos_tokens, sparse, h, w, multimask_output
+    )
 
 
 def decode_low_res(
