@@ -21,7 +21,6 @@ from samprompt import (
     LoadedSam,
     MeanMaskPrior,
     get_strategy,
-    load_sam,
 )
 from samprompt.data import make_phantoms, write_folder_dataset
 from samprompt.model import build_sam
@@ -101,9 +100,16 @@ def test_saved_model_reloads_and_refuses_another_base(
     result = Finetuner(
         tiny, get_strategy("mean-points"), config, cache=cache, out_dir=out, progress=False
     ).fit(data[:6], data[6:])
-    assert {"decoder.safetensors", "model.json", "history.json", "checkpoint.pt"} <= {
-        p.name for p in out.iterdir()
+    # a finished run keeps its model and record, not the resumable optimizer state
+    assert {p.name for p in out.iterdir()} == {
+        "decoder.safetensors",
+        "model.json",
+        "history.json",
+        "run.json",
     }
+    assert all(
+        (out / name).stat().st_mode & 0o044 for name in ("decoder.safetensors", "model.json")
+    )
     loaded = Finetuner.load(out, cache=cache)
     assert loaded.threshold == result.threshold
     before = list(result.segmenter.predict_proba(data[6:]))
@@ -163,10 +169,13 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
-def test_random_spec_default_lr_is_larger() -> None:
+def test_random_spec_default_lr_is_larger(tiny: LoadedSam) -> None:
     from samprompt.cli import _config, build_parser
 
     args = build_parser().parse_args(
         ["finetune", "--data", "d", "--checkpoint", "random:tiny", "--out", "o"]
     )
-    assert _config(args, load_sam("random:tiny")).lr == 1e-4
+    config = _config(args)
+    assert config.lr is None  # resolved from the model, which the CLI loads after the config
+    tuner = Finetuner(tiny, get_strategy("mean-points"), config, progress=False)
+    assert tuner.config.lr == tiny.recommended_lr == 1e-4

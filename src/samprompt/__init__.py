@@ -16,7 +16,9 @@ from samprompt.errors import (
     PluginError,
     PromptError,
     RandomWeightsWarning,
+    RunFolderError,
     SampromptError,
+    TrainingDivergedError,
 )
 from samprompt.evaluate import EvalResult, Evaluator, SweepResult
 from samprompt.finetune import EpochRecord, Finetuner, FitResult
@@ -47,11 +49,13 @@ __all__ = [
     "PromptError",
     "PromptStrategy",
     "RandomWeightsWarning",
+    "RunFolderError",
     "SamSegmenter",
     "Sample",
     "SampromptError",
     "Segmenter",
     "SweepResult",
+    "TrainingDivergedError",
     "__version__",
     "get_strategy",
     "list_strategies",

@@ -23,13 +23,15 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from samprompt import __version__
+from samprompt.atomic import mark_permissions, write_json_atomic
 from samprompt.config import FinetuneConfig
 from samprompt.data.preprocess import low_res_target, valid_shape
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.errors import CheckpointError, ConfigError
 from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator
 from samprompt.finetune import EpochRecord, loss_function
-from samprompt.saved import FORMAT, read_model_json, write_json_atomic
+from samprompt.hashing import file_sha256
+from samprompt.saved import FORMAT, check_weights_hash, read_model_json
 
 __all__ = ["UNetConfig", "UNetSegmenter", "load_unet_model", "train_unet"]
 
@@ -146,6 +148,7 @@ class UNetSegmenter:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         tmp = folder / "unet.safetensors.tmp"
         save_file(tensors, str(tmp))
+        mark_permissions(tmp)
         tmp.replace(folder / "unet.safetensors")
         config = attrs.asdict(self.config)
         write_json_atomic(
@@ -155,6 +158,7 @@ class UNetSegmenter:
                 "format_version": 1,
                 "kind": "unet",
                 "samprompt_version": __version__,
+                "weights_sha256": file_sha256(folder / "unet.safetensors"),
                 "threshold": self.threshold,
                 "config": config,
                 **(extra or {}),
@@ -233,7 +237,11 @@ def load_unet_model(folder: str | Path, *, device: str = "cpu") -> UNetSegmenter
     meta = read_model_json(folder)
     if meta.get("kind") != "unet":
         raise CheckpointError(f"{folder}: holds a {meta.get('kind')!r} model, not a U-Net")
-    config = UNetConfig(**{**meta["config"], "device": device})
+    try:
+        config = UNetConfig(**{**meta["config"], "device": device})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / 'model.json'}: invalid U-Net config ({exc})") from exc
+    check_weights_hash(folder, meta, folder / "unet.safetensors")
     net = config.build()
     try:
         net.load_state_dict(load_file(str(folder / "unet.safetensors")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from samprompt import __version__, distributed
-from samprompt.config import FinetuneConfig
+from samprompt.config import FinetuneConfig, check_device
 from samprompt.data.readers import (
     FolderDataset,
     ImageFolder,
@@ -30,11 +31,13 @@ from samprompt.embeddings import EmbeddingCache, default_cache_dir
 from samprompt.errors import PromptError, SampromptError
 from samprompt.evaluate import Evaluator, score_with_prior
 from samprompt.finetune import Finetuner
+from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_sam
 from samprompt.plugins import family_table, get_strategy, strategy_table
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.report import plot_learning_curve, write_metrics
+from samprompt.run_identity import claim_run_folder
 from samprompt.segmenter import SamSegmenter
 
 __all__ = ["build_parser", "main"]
@@ -81,11 +84,12 @@ def _cache(args: argparse.Namespace) -> EmbeddingCache:
     )
 
 
-def _config(args: argparse.Namespace, model: LoadedSam) -> FinetuneConfig:
+def _config(args: argparse.Namespace) -> FinetuneConfig:
+    """The training configuration, checked before any model loads (lr None: the model's)."""
     return FinetuneConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else model.recommended_lr,
+        lr=args.lr,
         weight_decay=args.weight_decay,
         loss=args.loss,
         seed=args.seed,
@@ -145,9 +149,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, out: Path) -> int:
-    strategy = _strategy(args)
-    config = _config(args, model)
+def _fit_and_report(
+    args: argparse.Namespace,
+    model: LoadedSam,
+    data: Dataset,
+    out: Path,
+    strategy: PromptStrategy,
+    config: FinetuneConfig,
+) -> int:
     split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
     train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
     cache = _cache(args)
@@ -155,7 +164,8 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
     tuner = Finetuner(
         model, strategy, config, cache=cache, out_dir=out, progress=not args.quiet and main_rank
     )
-    result = tuner.fit(train, val, resume=args.resume)
+    result = tuner.fit(train, val, resume=args.resume, overwrite=args.overwrite)
+    config = tuner.config
     if not main_rank:
         return 0
     plot_learning_curve([attrs.asdict(r) for r in result.history], out / "learning_curve.png")
@@ -182,19 +192,22 @@ def _fit_and_report(args: argparse.Namespace, model: LoadedSam, data: Dataset, o
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    config, strategy = _config(args), _strategy(args)
+    check_device(args.device)
     distributed.init_from_env(args.device)
-    model = load_sam(args.checkpoint, seed=args.seed)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
-    return _fit_and_report(args, model, data, Path(args.out))
+    model = load_sam(args.checkpoint, seed=args.seed)
+    return _fit_and_report(args, model, data, Path(args.out), strategy, config)
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from samprompt.protocols import cross_validate
 
-    model = load_sam(args.checkpoint, seed=args.seed)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    config = None if args.zero_shot else _config(args)
     strategy = _strategy(args)
-    config = None if args.zero_shot else _config(args, model)
+    check_device(args.device)
+    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    model = load_sam(args.checkpoint, seed=args.seed)
     out = Path(args.out)
     result = cross_validate(
         data,
@@ -206,6 +219,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
         cache=_cache(args),
         out_dir=out,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     metrics = result.to_dict()
     title = (
@@ -236,9 +250,28 @@ def _load_any_model(folder: str, checkpoint: str | None, cache: EmbeddingCache, 
     return Finetuner.load(folder, checkpoint, cache=cache, device=device)
 
 
+def _model_identity(folder: str) -> dict[str, Any]:
+    from samprompt.saved import read_model_json
+
+    meta = read_model_json(folder)
+    return {"folder": str(Path(folder).resolve()), "weights_sha256": meta.get("weights_sha256")}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
+    check_device(args.device)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
+    claim_run_folder(
+        args.out,
+        {
+            "evaluation": _model_identity(args.model),
+            "checkpoint": args.checkpoint,
+            "data": data.fingerprint(),
+            "threshold": args.threshold,
+            "resolution": args.resolution,
+        },
+        overwrite=args.overwrite,
+    )
+    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
     result = Evaluator(args.resolution).evaluate(model, data, args.threshold)
     notes = [f"model: {args.model}", f"data: {args.data} ({len(data)} images)"]
     if isinstance(model, SamSegmenter):
@@ -254,7 +287,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _boxes(path: str | None, data: Dataset) -> dict[str, Prompt]:
     if path is None:
         return {}
-    raw = json.loads(Path(path).read_text())
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read the boxes file ({exc.strerror or exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise PromptError(f"{path}: expected a JSON object {{id: [[x0, y0, x1, y1], ...]}}")
     sizes = {s.id: s.size for s in data}
@@ -273,10 +311,13 @@ def _boxes(path: str | None, data: Dataset) -> dict[str, Prompt]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
+    check_device(args.device)
     data = ImageFolder(args.images, skip_invalid=args.skip_invalid)
+    boxes = _boxes(args.boxes, data)
+    out = Path(args.out)
+    model = _load_any_model(args.model, args.checkpoint, _cache(args), args.device)
     if isinstance(model, SamSegmenter):
-        model.prompts = _boxes(args.boxes, data)
+        model.prompts = boxes
         missing = [i for i in data.ids if i not in model.prompts]
         if model.strategy.needs_mask_at_inference and missing:
             raise PromptError(
@@ -284,8 +325,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"images do not have; pass --boxes FILE.json with boxes for {len(missing)} image(s), "
                 f"e.g. {missing[:3]}"
             )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(
+        out,
+        {
+            "prediction": _model_identity(args.model),
+            "checkpoint": args.checkpoint,
+            "images": data.fingerprint(),
+            "boxes": None if args.boxes is None else file_sha256(args.boxes),
+            "threshold": args.threshold,
+        },
+        overwrite=args.overwrite,
+    )
     count = 0
     for sample, prob in zip(data, model.predict_proba(data, resolution="original"), strict=True):
         mask = (prob >= (args.threshold if args.threshold is not None else model.threshold)).astype(
@@ -302,6 +352,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from samprompt.reproduce import ReproduceSettings, run_reproduce
 
+    check_device(args.device)
     data = _load_dataset(args.data, args.dataset, args.skip_invalid)
     test_data = (
         _load_dataset(args.test_data, args.test_format, args.skip_invalid)
@@ -339,6 +390,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_baseline_unet(args: argparse.Namespace) -> int:
     from samprompt.baselines import UNetConfig, train_unet
 
+    check_device(args.device)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
     split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
     train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
@@ -460,6 +512,36 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"a threshold is a probability strictly between 0 and 1, got {text}"
+        )
+    return value
+
+
+def _threshold_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        help="override the model's threshold (a probability in (0, 1))",
+    )
+
+
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty --out and start afresh; without it, a folder holding another run (other "
+        "model, prompts, settings or data) is refused and one holding this run is reused",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``samprompt`` command (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -471,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also: environment variable SAMPROMPT_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -568,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune",
         help="fine-tune the mask decoder on a 60/20/20 split",
         epilog=EPILOG,
-        description="Train on 60%%, pick epoch and threshold on 20%%, report on the last 20%%. "
+        description="Train on 60%, pick epoch and threshold on 20%, report on the last 20%. "
         "Writes a model folder (decoder.safetensors, model.json), metrics.json, "
         "summary.md and learning_curve.png.",
     )
@@ -577,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _overwrite_arg(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("cv", help="k-fold cross-validation (the paper's protocol)", epilog=EPILOG)
@@ -588,14 +676,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds"
     )
     p.add_argument("--out", required=True, help="output folder (one resumable sub-folder per fold)")
+    _overwrite_arg(p)
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("evaluate", help="score a saved model on a labelled dataset", epilog=EPILOG)
     p.add_argument("--model", required=True, help="model folder from finetune (or baseline unet)")
     _data_args(p)
     _run_args(p, checkpoint_default=None)
-    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    _threshold_arg(p)
     p.add_argument("--out", required=True, help="report folder")
+    _overwrite_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -613,8 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON {"<id>": [[x0, y0, x1, y1], ...]} for strategies that need boxes at inference',
     )
     _run_args(p, checkpoint_default=None)
-    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    _threshold_arg(p)
     p.add_argument("--out", required=True, help="output folder")
+    _overwrite_arg(p)
     p.set_defaults(func=cmd_predict)
     return parser
 
@@ -627,12 +718,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    debug = args.debug or os.environ.get("SAMPROMPT_DEBUG", "") not in ("", "0")
     try:
         code: int = args.func(args)
         return code
-    except SampromptError as exc:
-        print(f"samprompt: error: {exc}", file=sys.stderr)
+    except (SampromptError, OSError) as exc:
+        # OSError here is the user's file system (missing, unreadable or full): not a bug.
+        if debug:
+            raise
+        print(f"samprompt: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("samprompt: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc)
+    return text if text else type(exc).__name__
 
 
 if __name__ == "__main__":

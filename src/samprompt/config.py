@@ -2,22 +2,78 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import torch
 
 from samprompt.errors import ConfigError
 
-__all__ = ["FinetuneConfig"]
+__all__ = ["FinetuneConfig", "check_device"]
+
+
+def _parse_device(value: object) -> torch.device:
+    if not isinstance(value, str):
+        raise ConfigError(f"device must be a string such as 'cpu' or 'cuda:0', got {value!r}")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {value!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {value!r}: samprompt runs on cpu or cuda, not {device.type}")
+    return device
+
+
+def check_device(value: object) -> None:
+    """Refuse a device this machine does not have, before any work starts.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    >>> check_device("tpu9")
+    Traceback (most recent call last):
+    ...
+    samprompt.errors.ConfigError: device 'tpu9' is not a torch device (cpu, cuda, cuda:N)
+    """
+    device = _parse_device(value)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {value!r}: no CUDA GPU is available here (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+
+
+def _finite_number(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{attribute.name} must be a finite number, got {value!r}")
+
+
+def _integer(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{attribute.name} must be an integer, got {value!r}")
+
+
+def _boolean(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{attribute.name} must be true or false, got {value!r}")
+
+
+def _device(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _parse_device(value)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _finite_number(instance, attribute, value)
     if not value > 0:
         raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _finite_number(instance, attribute, value)
     if value < 0:
         raise ConfigError(f"{attribute.name} must be >= 0, got {value!r}")
 
@@ -33,7 +89,9 @@ def _one_of(*choices: str) -> Any:
 def _thresholds(
     instance: object, attribute: attrs.Attribute[Any], value: tuple[float, ...]
 ) -> None:
-    if not value or any(not 0.0 < t < 1.0 for t in value):
+    if not value or any(
+        isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t < 1.0 for t in value
+    ):
         raise ConfigError(f"thresholds must be non-empty and inside (0, 1), got {value!r}")
 
 
@@ -88,29 +146,27 @@ class FinetuneConfig:
     'bf16'
     """
 
-    epochs: int = attrs.field(default=100, validator=_positive)
-    batch_size: int = attrs.field(default=8, validator=_positive)
+    epochs: int = attrs.field(default=100, validator=[_integer, _positive])
+    batch_size: int = attrs.field(default=8, validator=[_integer, _positive])
     lr: float | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     optimizer: str = attrs.field(default="adam", validator=_one_of("adam", "adamw"))
     loss: str = attrs.field(default="dice_focal", validator=_one_of("dice_focal", "dice_ce"))
     lambda_dice: float = attrs.field(default=1.0, validator=_non_negative)
     lambda_other: float = attrs.field(default=1.0, validator=_non_negative)
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = attrs.field(default=0, validator=_integer)
+    device: str = attrs.field(default="cpu", validator=_device)
     precision: str = attrs.field(default="fp32", validator=_one_of("fp32", "bf16"))
-    checkpoint_every: int = attrs.field(default=1, validator=_non_negative)
-    patience: int | None = None
-    keep_best: bool = True
-    multimask_output: bool = False
+    checkpoint_every: int = attrs.field(default=1, validator=[_integer, _non_negative])
+    patience: int | None = attrs.field(default=None, validator=attrs.validators.optional(_integer))
+    keep_best: bool = attrs.field(default=True, validator=_boolean)
+    multimask_output: bool = attrs.field(default=False, validator=_boolean)
     thresholds: tuple[float, ...] = attrs.field(
         default=(0.5, 0.55, 0.6, 0.65, 0.7), converter=tuple, validator=_thresholds
     )
     eval_resolution: str = attrs.field(default="low", validator=_one_of("low", "original"))
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
-            raise ConfigError("epochs and batch_size must be integers")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 or None, got {self.patience}")
         if self.lambda_dice == 0 and self.lambda_other == 0:

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from samprompt.atomic import write_json_atomic
 from samprompt.config import FinetuneConfig
 from samprompt.data.phantoms import make_phantoms
 from samprompt.data.sample import Dataset
@@ -36,7 +37,6 @@ from samprompt.report import (
     plot_learning_curves,
     plot_overlays,
 )
-from samprompt.saved import write_json_atomic
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter
 
 __all__ = ["DemoRow", "run_demo"]

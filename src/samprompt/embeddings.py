@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from samprompt.data.preprocess import PREPROCESSING_VERSION, preprocess_image
 from samprompt.data.sample import Dataset, as_dataset
-from samprompt.errors import ConfigError
+from samprompt.errors import ConfigError, SampromptError
 from samprompt.hashing import array_sha256
 from samprompt.model import LoadedSam
 
@@ -126,11 +127,17 @@ class EmbeddingCache:
 
     @staticmethod
     def _readable(path: Path) -> bool:
+        """A usable entry: a readable array of finite numbers (else it is recomputed)."""
         if not path.is_file():
             return False
         try:
-            np.load(path, mmap_mode="r")
+            entry = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError):
+            return False
+        if not bool(np.isfinite(entry).all()):
+            warnings.warn(
+                f"{path}: cached embedding holds non-finite values; recomputing it", stacklevel=3
+            )
             return False
         return True
 
@@ -191,6 +198,11 @@ class EmbeddingCache:
                     out = sam.image_encoder(batch)
                 self.stats.encoder_calls += len(chunk)
                 arrays = out.float().to("cpu").numpy().astype(np.float16)
+                if not np.isfinite(arrays).all():
+                    raise SampromptError(
+                        f"the image encoder gave non-finite values for {dataset.ids[chunk[0]]!r} "
+                        f"(precision {self.precision}); nothing was cached for it"
+                    )
                 for i, array in zip(chunk, arrays, strict=True):
                     self._write(paths[i], array)
                 bar.update(len(chunk))

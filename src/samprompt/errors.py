@@ -102,6 +102,26 @@ class ConfigError(SampromptError, ValueError):
     """
 
 
+class RunFolderError(SampromptError):
+    """An output folder cannot be used: it is a file, not writable, or holds another run.
+
+    Examples
+    --------
+    >>> issubclass(RunFolderError, SampromptError)
+    True
+    """
+
+
+class TrainingDivergedError(SampromptError):
+    """Training produced a non-finite loss or non-finite weights; nothing was saved from it.
+
+    Examples
+    --------
+    >>> issubclass(TrainingDivergedError, SampromptError)
+    True
+    """
+
+
 class RandomWeightsWarning(UserWarning):
     """Warns that a SAM model has random weights, so its results mean nothing about SAM.
 

@@ -23,18 +23,30 @@ from monai.losses import DiceCELoss, DiceFocalLoss
 from tqdm.auto import tqdm
 
 from samprompt import distributed
-from samprompt.config import FinetuneConfig
+from samprompt.atomic import write_json_atomic
+from samprompt.config import FinetuneConfig, check_device
 from samprompt.data.preprocess import low_res_target
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.decoder import decode_low_res
 from samprompt.distributed import DecoderModule
 from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
-from samprompt.errors import CheckpointError, SampromptError
+from samprompt.errors import (
+    CheckpointError,
+    RunFolderError,
+    SampromptError,
+    TrainingDivergedError,
+)
 from samprompt.evaluate import Evaluator, SweepResult
 from samprompt.hashing import tensors_sha256
 from samprompt.metrics import f1_iou
 from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.run_identity import (
+    claim_run_folder,
+    describe_model,
+    describe_strategy,
+    differences,
+)
 from samprompt.saved import save_sam_model
 from samprompt.segmenter import SamSegmenter
 
@@ -155,6 +167,7 @@ class Finetuner:
         self.model = model
         self.strategy = strategy
         config = config or FinetuneConfig()
+        check_device(config.device)
         if config.lr is None:
             config = config.replace(lr=model.recommended_lr)
         self.config = config
@@ -163,6 +176,7 @@ class Finetuner:
         self.progress = progress
         self.on_epoch_end: list[Callable[[EpochRecord], None]] = []
         self._ddp: torch.nn.Module | None = None
+        self._identity: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ steps
     def _batch(
@@ -234,18 +248,50 @@ class Finetuner:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(f"{path}: unreadable training checkpoint ({exc})") from exc
-        if state.get("config") != self.config.to_dict():
+        found = differences(self._identity, state.get("identity") or {})
+        if found:
             raise CheckpointError(
-                f"{path}: was written with another configuration; use a new --out folder or the "
-                f"same settings (checkpoint: {state.get('config')})"
+                f"{path}: was written by another run ({'; '.join(found[:4])}); use a new --out "
+                "folder, the same settings and data, or --overwrite"
             )
-        if state.get("base_sha256") != self.model.sha256:
-            raise CheckpointError(f"{path}: was trained from another base checkpoint")
         return state
 
     # ------------------------------------------------------------------- fit
+    def run_identity(self, train: Dataset, val: Dataset) -> dict[str, Any]:
+        """What this run is: base model, strategy, configuration and data (see
+        :mod:`samprompt.run_identity`)."""
+        return {
+            "model": describe_model(self.model),
+            "strategy": describe_strategy(self.strategy),
+            "config": self.config.to_dict(),
+            "data": {"train": train.fingerprint(), "val": val.fingerprint()},
+        }
+
+    def _claim(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> None:
+        """Check ``out_dir`` may hold this run before any work is done."""
+        if self.out_dir is None or not distributed.is_main():
+            return
+        status = claim_run_folder(self.out_dir, identity, overwrite=overwrite)
+        if status != "same" or resume:
+            return
+        if (self.out_dir / CHECKPOINT).is_file():
+            raise RunFolderError(
+                f"{self.out_dir} holds an unfinished run with these same settings; pass --resume "
+                "(resume=True) to continue it, or --overwrite (overwrite=True) to start again"
+            )
+        if (self.out_dir / "model.json").is_file():
+            raise RunFolderError(
+                f"{self.out_dir} already holds this finished run; pass --overwrite "
+                "(overwrite=True) to train it again, or choose a new output folder"
+            )
+
     def fit(
-        self, train: Dataset | Sequence[Any], val: Dataset | Sequence[Any], *, resume: bool = False
+        self,
+        train: Dataset | Sequence[Any],
+        val: Dataset | Sequence[Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
     ) -> FitResult:
         """Fit the strategy on ``train``, train the decoder, pick the threshold on ``val``.
 
@@ -256,6 +302,18 @@ class Finetuner:
         resume : bool
             Continue from ``out_dir/checkpoint.pt`` when present. On CPU the result equals an
             uninterrupted run with the same seed.
+        overwrite : bool
+            Replace whatever ``out_dir`` holds. Without it, a folder holding another run (other
+            model, strategy, config or data) is refused with the differences named, and one
+            holding this same run is only continued with ``resume``.
+
+        Raises
+        ------
+        RunFolderError
+            ``out_dir`` cannot be used (see ``overwrite``).
+        TrainingDivergedError
+            A loss or a weight became non-finite; the message names the epoch. Nothing from the
+            diverged epoch is saved.
 
         Returns
         -------
@@ -267,6 +325,9 @@ class Finetuner:
             raise SampromptError(
                 f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}"
             )
+        identity = self.run_identity(train_ds, val_ds)
+        self._claim(identity, resume, overwrite)
+        self._identity = identity
         sam = self.model.sam.to(cfg.device)
         decoder = sam.mask_decoder
         state = self._load_checkpoint() if resume else None
@@ -334,6 +395,12 @@ class Finetuner:
                 with self._autocast():
                     logits, targets = self._batch(train_ds, train_index, positions, epoch)
                     loss = loss_fn(logits.float(), targets)
+                if not torch.isfinite(loss.detach()):
+                    raise TrainingDivergedError(
+                        f"epoch {epoch + 1}: the training loss is {float(loss.detach()):.4g}, not finite; "
+                        f"training stopped and nothing from this epoch was saved (lr={cfg.lr:g}: "
+                        "try a lower learning rate)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
                 optimizer.step()
@@ -343,7 +410,13 @@ class Finetuner:
             if world > 1:
                 losses = [sum(parts) for parts in zip(*distributed.all_gather(losses), strict=True)]
             decoder.eval()
+            self._check_finite_weights(epoch + 1)
             val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
+            if not np.isfinite(val_loss):
+                raise TrainingDivergedError(
+                    f"epoch {epoch + 1}: the validation loss is {val_loss:.4g}, not finite; "
+                    f"training stopped and nothing from this epoch was saved (lr={cfg.lr:g})"
+                )
             record = EpochRecord(
                 epoch + 1,
                 float(np.average(losses, weights=sizes)),
@@ -379,8 +452,7 @@ class Finetuner:
                         "best_epoch": best_epoch,
                         "best_decoder": best_state,
                         "strategy_state": _jsonable(self.strategy.state_dict()),
-                        "config": cfg.to_dict(),
-                        "base_sha256": self.model.sha256,
+                        "identity": self._identity,
                     }
                 )
         bar.close()
@@ -410,6 +482,9 @@ class Finetuner:
         )
         if self.out_dir is not None and distributed.is_main():
             self.save(result, self.out_dir)
+            # The saved model is the run's record now; the resumable state (with the optimizer's
+            # moments, several times the decoder's size) is not needed any more.
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
         distributed.barrier()
         self._ddp = None
         return result
@@ -425,6 +500,18 @@ class Finetuner:
         )
         distributed.barrier()
         return index
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        bad = [
+            name
+            for name, p in self.model.sam.mask_decoder.named_parameters()
+            if not bool(torch.isfinite(p).all())
+        ]
+        if bad:
+            raise TrainingDivergedError(
+                f"epoch {epoch}: non-finite decoder weights ({', '.join(bad[:3])}); training "
+                f"stopped and nothing from this epoch was saved (lr={self.config.lr:g})"
+            )
 
     def _check_frozen(self, before: dict[str, torch.Tensor]) -> None:
         after = self.model.sam.prompt_encoder.state_dict()
@@ -444,9 +531,7 @@ class Finetuner:
             config=self.config.to_dict(),
             extra={"best_epoch": result.best_epoch, "sweep": result.sweep.rows()},
         )
-        (folder / "history.json").write_text(
-            json.dumps([attrs.asdict(r) for r in result.history], indent=2)
-        )
+        write_json_atomic(folder / "history.json", [attrs.asdict(r) for r in result.history])
         return folder
 
     @staticmethod

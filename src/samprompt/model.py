@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from segment_anything.modeling import Sam
 
-from samprompt.errors import CheckpointError, RandomWeightsWarning
+from samprompt.atomic import mark_permissions
+from samprompt.errors import CheckpointError, RandomWeightsWarning, SampromptError
 from samprompt.families.base import ModelFamily, NamedCheckpoint, Preprocessing
 from samprompt.hashing import file_sha256, tensors_sha256
 from samprompt.plugins import families
@@ -358,8 +359,12 @@ def save_decoder_weights(
     tensors = {
         k: v.detach().to("cpu").contiguous() for k, v in sam.mask_decoder.state_dict().items()
     }
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise SampromptError(f"{path}: refusing to save non-finite decoder weights ({bad[:3]})")
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+    mark_permissions(tmp)
     tmp.replace(path)
     return path
 

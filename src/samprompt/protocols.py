@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from samprompt.atomic import write_json_atomic
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.data.splits import cv_splits, train_val_test_split
@@ -24,7 +25,7 @@ from samprompt.finetune import Finetuner
 from samprompt.metrics import summarize
 from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
-from samprompt.saved import write_json_atomic
+from samprompt.run_identity import claim_run_folder, describe_model, describe_strategy
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 
 __all__ = [
@@ -174,10 +175,27 @@ def _run_fold(
     fit: FitFn,
     fold_dir: Path | None,
     resolution: str,
+    identity: Mapping[str, Any],
+    overwrite: bool = False,
 ) -> FoldResult:
-    """Fit, pick the threshold on ``val``, score ``test`` and the mean-mask prior; resumable."""
-    if fold_dir is not None and (fold_dir / "metrics.json").is_file():
-        return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
+    """Fit, pick the threshold on ``val``, score ``test`` and the mean-mask prior; resumable.
+
+    ``fold_dir`` is claimed for ``identity`` plus the fold's data: its results are reused only
+    when they were produced by this same run."""
+    if fold_dir is not None:
+        fold_identity = {
+            **identity,
+            "fold": fold,
+            "resolution": resolution,
+            "data": {
+                "train": train.fingerprint(),
+                "val": val.fingerprint(),
+                "test": test.fingerprint(),
+            },
+        }
+        status = claim_run_folder(fold_dir, fold_identity, overwrite=overwrite)
+        if status == "same" and (fold_dir / "metrics.json").is_file():
+            return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
     segmenter, threshold, history, sweep = fit(train, val, fold_dir)
     evaluator = Evaluator(resolution)
     test_result = evaluator.evaluate(segmenter, test, threshold)
@@ -204,9 +222,28 @@ def run_folds(
     out_dir: str | Path | None,
     resolution: str,
     meta: dict[str, Any],
+    identity: Mapping[str, Any],
+    overwrite: bool = False,
 ) -> ProtocolResult:
-    """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net)."""
+    """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net).
+
+    ``identity`` describes the run (model, strategy, config; see :mod:`samprompt.run_identity`):
+    ``out_dir`` and each fold folder are reused only by a run that describes itself the same way
+    (``overwrite=True`` empties ``out_dir`` first)."""
     root = Path(out_dir) if out_dir is not None else None
+    identity = {"protocol": name, **identity}
+    if root is not None:
+        claim_run_folder(
+            root,
+            {
+                **identity,
+                "k": k,
+                "seed": seed,
+                "resolution": resolution,
+                "data": dataset.fingerprint(),
+            },
+            overwrite=overwrite,
+        )
     results = []
     for i, split in enumerate(cv_splits(len(dataset), k, seed)):
         if folds is not None and i not in folds:
@@ -221,12 +258,23 @@ def run_folds(
                 fit,
                 fold_dir,
                 resolution,
+                identity,
             )
         )
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta})
     if root is not None:
         write_json_atomic(root / "metrics.json", result.to_dict())
     return result
+
+
+def _sam_identity(
+    model: LoadedSam, strategy: PromptStrategy, config: FinetuneConfig | None
+) -> dict[str, Any]:
+    return {
+        "model": describe_model(model),
+        "strategy": describe_strategy(strategy),
+        "config": None if config is None else config.to_dict(),
+    }
 
 
 def cross_validate(
@@ -241,14 +289,19 @@ def cross_validate(
     cache: EmbeddingCache | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ProtocolResult:
     """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
     validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
 
     ``config=None`` evaluates the unmodified model (zero-shot) on the same folds. Each fold starts
-    from the model's decoder weights as they are when this is called.
+    from the model's decoder weights as they are when this is called. With ``out_dir``, finished
+    folds of the same run are reused and an interrupted one resumes; a folder holding another run
+    is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`).
     """
     data = as_dataset(dataset)
+    if config is not None and config.lr is None:
+        config = config.replace(lr=model.recommended_lr)
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
     fit = _sam_fit(model, strategy, config, cache, progress, initial)
@@ -270,6 +323,8 @@ def cross_validate(
             out_dir=out_dir,
             resolution=config.eval_resolution if config else "low",
             meta=meta,
+            identity=_sam_identity(model, strategy, config),
+            overwrite=overwrite,
         )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
@@ -294,9 +349,15 @@ def cross_dataset(
     cache: EmbeddingCache | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ProtocolResult:
-    """Train on one dataset (80% train, 20% validation) and test on all of another."""
+    """Train on one dataset (80% train, 20% validation) and test on all of another.
+
+    ``out_dir`` is reused only by the same run, unless ``overwrite`` (see :func:`cross_validate`).
+    """
     data, test = as_dataset(train_dataset), as_dataset(test_dataset)
+    if config.lr is None:
+        config = config.replace(lr=model.recommended_lr)
     split = train_val_test_split(len(data), (0.8, 0.2, 0.0), seed)
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
@@ -311,6 +372,8 @@ def cross_dataset(
             fit,
             root,
             config.eval_resolution,
+            {"protocol": "cross-dataset", **_sam_identity(model, strategy, config), "seed": seed},
+            overwrite,
         )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
@@ -333,6 +396,7 @@ def unet_cross_validate(
     folds: Sequence[int] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ProtocolResult:
     """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
     :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
@@ -354,4 +418,6 @@ def unet_cross_validate(
         out_dir=out_dir,
         resolution="low",
         meta={"model": "MONAI UNet", "config": attrs.asdict(unet_config)},
+        identity={"model": {"name": "MONAI UNet"}, "config": attrs.asdict(unet_config)},
+        overwrite=overwrite,
     )

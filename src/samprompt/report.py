@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from samprompt.saved import write_json_atomic
+from samprompt.atomic import write_json_atomic
 
 __all__ = [
     "format_pm",

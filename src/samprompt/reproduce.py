@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 
 from samprompt._version import __version__
+from samprompt.atomic import write_json_atomic
 from samprompt.baselines import UNetConfig
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, SampleList
@@ -25,7 +26,6 @@ from samprompt.model import LoadedSam
 from samprompt.plugins import get_strategy
 from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
 from samprompt.report import format_pm, markdown_table, plot_learning_curve, plot_overlays
-from samprompt.saved import write_json_atomic
 
 __all__ = ["PROMPT_TYPES", "ReproduceSettings", "run_reproduce"]
 

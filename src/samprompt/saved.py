@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from samprompt._version import __version__
+from samprompt.atomic import write_json_atomic
 from samprompt.embeddings import EmbeddingCache
-from samprompt.errors import CheckpointError, CheckpointMismatchError
+from samprompt.errors import CheckpointError, CheckpointMismatchError, PluginError, SampromptError
+from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
 from samprompt.prompts.strategy import PromptStrategy
 
@@ -20,13 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["read_model_json", "load_sam_model", "save_sam_model"]
 
 FORMAT = "samprompt-model"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)
 
 
 def save_sam_model(
@@ -41,7 +37,13 @@ def save_sam_model(
     """Write ``decoder.safetensors`` and ``model.json`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_decoder_weights(model.sam, folder / "decoder.safetensors", {"sam_sha256": model.sha256})
+    if not 0.0 < threshold < 1.0:
+        raise SampromptError(
+            f"{folder}: threshold must be a probability in (0, 1), got {threshold}"
+        )
+    verify_strategy_roundtrip(strategy)
+    weights = folder / "decoder.safetensors"
+    save_decoder_weights(model.sam, weights, {"sam_sha256": model.sha256})
     meta = {
         "format": FORMAT,
         "format_version": 1,
@@ -60,6 +62,7 @@ def save_sam_model(
             "state": strategy.state_dict(),
             "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
         },
+        "weights_sha256": file_sha256(weights),
         "threshold": threshold,
         "config": dict(config),
         **dict(extra or {}),
@@ -77,9 +80,109 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
         meta: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a samprompt model (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not a samprompt model (format {found!r})")
+    _check_fields(path, meta)
     return meta
+
+
+def _check_fields(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a model.json whose fields are missing or of the wrong type, naming the field."""
+
+    def need(container: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        if not isinstance(container, dict) or key not in container:
+            raise CheckpointError(f"{path}: field {where} is missing")
+        value = container[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise CheckpointError(f"{path}: field {where} has the wrong type ({value!r})")
+        return value
+
+    kind = need(meta, "kind", str, "kind")
+    threshold = need(meta, "threshold", (int, float), "threshold")
+    if not 0.0 < float(threshold) < 1.0:
+        raise CheckpointError(
+            f"{path}: threshold {threshold} is not a probability in (0, 1); edit it or refit"
+        )
+    if kind == "sam":
+        sam = need(meta, "sam", dict, "sam")
+        for key in ("checkpoint", "sha256"):
+            need(sam, key, str, f"sam.{key}")
+        strategy = need(meta, "strategy", dict, "strategy")
+        need(strategy, "name", str, "strategy.name")
+        need(strategy, "state", dict, "strategy.state")
+    elif kind != "unet":
+        raise CheckpointError(f"{path}: unknown model kind {kind!r} (expected 'sam' or 'unet')")
+    if "config" in meta and not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path}: field config has the wrong type")
+
+
+def check_weights_hash(folder: Path, meta: dict[str, Any], weights: Path) -> None:
+    """Refuse weights that are not the ones ``model.json`` was written with."""
+    recorded = meta.get("weights_sha256")
+    if recorded is None:  # folders written before samprompt recorded the hash
+        return
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not found")
+    if file_sha256(weights) != recorded:
+        raise CheckpointError(
+            f"{weights}: is not the file this model was saved with (sha256 differs from "
+            f"model.json's weights_sha256); restore it or refit"
+        )
+
+
+def verify_strategy_roundtrip(strategy: PromptStrategy) -> None:
+    """Check a fitted strategy survives ``state_dict`` -> JSON -> a fresh plugin instance.
+
+    A saved model rebuilds its strategy from the registry and the saved state; a plugin whose
+    state does not restore it would make ``predict`` prompt differently from training.
+    """
+    from samprompt.plugins import get_strategy
+
+    name = strategy.name
+    try:
+        state = json.loads(json.dumps(strategy.state_dict(), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise PluginError(
+            f"prompt strategy {name!r}: state_dict() is not JSON-serialisable ({exc})"
+        ) from exc
+    try:
+        fresh = get_strategy(name)
+        fresh.load_state_dict(state)
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"prompt strategy {name!r}: load_state_dict() cannot restore its own state_dict() "
+            f"({type(exc).__name__}: {exc}); see the plugin guide's fitted_state / load_fitted"
+        ) from exc
+    probe = _probe_sample()
+    try:
+        before = strategy.inference_prompt(probe)
+    except Exception:  # the strategy cannot prompt this synthetic image at all: nothing to compare
+        return
+    try:
+        after = fresh.inference_prompt(probe)
+    except Exception as exc:
+        raise PluginError(
+            f"prompt strategy {name!r}: inference_prompt() fails after a state round trip "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if not before.same_as(after):
+        raise PluginError(
+            f"prompt strategy {name!r}: gives another inference prompt after state_dict() / "
+            "load_state_dict(); its fitted state is not saved (implement fitted_state and "
+            "load_fitted, see the plugin guide)"
+        )
+
+
+def _probe_sample() -> Any:
+    from samprompt.data.sample import Sample
+
+    image = np.zeros((64, 48, 3), np.uint8)
+    mask = np.zeros((64, 48), bool)
+    mask[16:48, 8:40] = True
+    return Sample("roundtrip-probe", image, mask)
 
 
 def load_sam_model(
@@ -112,6 +215,7 @@ def load_sam_model(
             f"(sha256 {meta['sam']['sha256'][:12]}...), but {spec} has sha256 {model.sha256[:12]}...; "
             "pass the same base checkpoint with --checkpoint"
         )
+    check_weights_hash(folder, meta, folder / "decoder.safetensors")
     load_decoder_weights(model.sam, folder / "decoder.safetensors")
     strategy = get_strategy(meta["strategy"]["name"])
     strategy.load_state_dict(meta["strategy"]["state"])

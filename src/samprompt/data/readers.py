@@ -7,6 +7,7 @@ read lazily, one sample at a time.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 
 from samprompt.data.sample import Dataset, Sample
 from samprompt.errors import DatasetError
+from samprompt.hashing import file_sha256
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -66,7 +68,10 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a binary mask as ``(H, W)`` bool; values must be {0, 1} or {0, 255}.
+    """Read a binary mask as ``(H, W)`` bool.
+
+    Values must be {0, 1}, {0, 255} (8-bit) or {0, 65535} (16-bit). A grey mask saved as RGB or
+    RGBA (equal colour channels; alpha ignored) or with an alpha channel (LA) is accepted.
 
     Raises
     ------
@@ -74,18 +79,22 @@ def read_mask(path: str | Path) -> np.ndarray:
         When the mask holds other values (e.g. anti-aliased edges or several labels).
     """
     with Image.open(path) as img:
+        if img.mode == "P":
+            img = img.convert("RGB")
         array = np.asarray(img)
     if array.ndim == 3:
-        if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[2])):
+        colour = array[..., : 3 if array.shape[2] >= 3 else 1]  # alpha (LA, RGBA) is not a label
+        if not all(np.array_equal(colour[..., 0], colour[..., c]) for c in range(colour.shape[2])):
             raise DatasetError(
                 f"{path}: mask has colour channels that differ; expected a grey mask"
             )
-        array = array[..., 0]
+        array = colour[..., 0]
     values = set(np.unique(array).tolist())
-    if not (values <= {0, 1} or values <= {0, 255} or values <= {False, True}):
+    if not any(values <= {0, top} for top in (1, 255, 65535)):
         shown = sorted(values)[:6]
         raise DatasetError(
-            f"{path}: mask values {shown} are not binary; expected {{0,1}} or {{0,255}}"
+            f"{path}: mask values {shown} are not binary; expected {{0,1}}, {{0,255}} or "
+            "{0,65535}"
         )
     return array > 0
 
@@ -167,6 +176,12 @@ class PairedDataset(Dataset):
         """Path of the image at ``index``."""
         return self._pairs[index].image
 
+    def _digest(self, index: int) -> str:
+        # The files' bytes identify the sample without decoding it.
+        pair = self._pairs[index]
+        parts = [file_sha256(pair.image), *(file_sha256(m) for m in pair.masks)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
     def load(self, index: int) -> Sample:
         pair = self._pairs[index]
         image = read_image(pair.image)
@@ -179,12 +194,18 @@ class PairedDataset(Dataset):
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by id (file stem); two files with one id are an error."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            found.setdefault(path.stem, path)
+            if path.stem in found:
+                raise DatasetError(
+                    f"{folder}: {found[path.stem].name} and {path.name} share the id "
+                    f"{path.stem!r}; keep one of them"
+                )
+            found[path.stem] = path
     return found
 
 
@@ -197,6 +218,13 @@ def _paired(
             pairs.append((ident, image, masks[ident]))
         else:
             problems.append(f"{image}: no mask (expected {expected.format(id=ident)})")
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        warnings.warn(
+            f"{len(orphans)} mask(s) have no image and are ignored: "
+            f"{[str(masks[k][0]) for k in orphans[:3]]}",
+            stacklevel=3,
+        )
     return pairs, problems
 
 

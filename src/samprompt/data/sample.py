@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import Any, overload
 
 import attrs
 import numpy as np
 
 from samprompt.errors import DatasetError
+from samprompt.hashing import array_sha256
 
 __all__ = ["Dataset", "Sample", "SampleList", "Subset"]
 
@@ -124,6 +126,40 @@ class Dataset(Sequence[Sample]):
         """Return a view holding the samples at ``indices`` (in that order)."""
         return Subset(self, [int(i) for i in indices])
 
+    def content_digest(self, index: int) -> str:
+        """sha256 of the sample at ``index`` (image and mask); computed once per dataset object."""
+        memo: dict[int, str] = self.__dict__.setdefault("_content_digests", {})
+        if index not in memo:
+            memo[index] = self._digest(index)
+        return memo[index]
+
+    def _digest(self, index: int) -> str:
+        sample = self.load(index)
+        parts = [array_sha256(sample.image)]
+        if sample.mask is not None:
+            parts.append(array_sha256(sample.mask))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of this dataset for run records: size, and sha256 of the ids and contents.
+
+        Examples
+        --------
+        >>> from samprompt.data import make_phantoms
+        >>> a, b = make_phantoms(3, 32, seed=0), make_phantoms(3, 32, seed=1)
+        >>> a.fingerprint() == make_phantoms(3, 32, seed=0).fingerprint()
+        True
+        >>> a.fingerprint()["content_sha256"] == b.fingerprint()["content_sha256"]
+        False
+        """
+        ids = self.ids
+        contents = [self.content_digest(i) for i in range(len(ids))]
+        return {
+            "n": len(ids),
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "content_sha256": hashlib.sha256("\n".join(contents).encode()).hexdigest(),
+        }
+
 
 class SampleList(Dataset):
     """An in-memory dataset over a list of samples (ids must be unique)."""
@@ -158,6 +194,9 @@ class Subset(Dataset):
 
     def load(self, index: int) -> Sample:
         return self.parent.load(self.indices[index])
+
+    def content_digest(self, index: int) -> str:
+        return self.parent.content_digest(self.indices[index])
 
 
 def as_dataset(samples: Iterable[Sample]) -> Dataset:

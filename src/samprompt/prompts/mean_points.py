@@ -167,12 +167,12 @@ class MeanPoints(BaseStrategy):
         xy = np.clip(xy, 0.0, np.array([w - 1, h - 1], dtype=np.float64))
         return Prompt((h, w), points=xy, point_labels=self.labels)
 
-    def _fitted_state(self) -> dict[str, Any]:
+    def fitted_state(self) -> dict[str, Any]:
         if self.unit_points is None or self.labels is None:
             return {}
         return {"unit_points": self.unit_points.tolist(), "labels": self.labels.tolist()}
 
-    def _load_fitted(self, fitted: Mapping[str, Any]) -> None:
+    def load_fitted(self, fitted: Mapping[str, Any]) -> None:
         if "unit_points" in fitted:
             self.unit_points = np.asarray(fitted["unit_points"], dtype=np.float64).reshape(-1, 2)
             self.labels = np.asarray(fitted["labels"], dtype=np.int64)

@@ -65,7 +65,10 @@ class BaseStrategy:
     """Convenience base: no fitting, training prompt = inference prompt, params in the state.
 
     Subclasses set :attr:`name`, implement :meth:`inference_prompt` and list their constructor
-    parameters in :meth:`params`.
+    parameters in :meth:`params`. A strategy that learns from the training split in :meth:`fit`
+    also implements :meth:`fitted_state` and :meth:`load_fitted`, so that a saved model prompts
+    exactly as it did in training; saving checks this round trip and names the plugin if it
+    fails.
 
     Examples
     --------
@@ -99,18 +102,20 @@ class BaseStrategy:
 
     def state_dict(self) -> dict[str, Any]:
         """``{"params": ..., "fitted": ...}``."""
-        return {"params": self.params(), "fitted": self._fitted_state()}
+        return {"params": self.params(), "fitted": self.fitted_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore parameters and fitted state."""
         for key, value in dict(state.get("params", {})).items():
             setattr(self, key, value)
-        self._load_fitted(state.get("fitted") or {})
+        self.load_fitted(state.get("fitted") or {})
 
-    def _fitted_state(self) -> dict[str, Any]:
+    def fitted_state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, JSON-serialisable (nothing by default)."""
         return {}
 
-    def _load_fitted(self, fitted: Mapping[str, Any]) -> None:
+    def load_fitted(self, fitted: Mapping[str, Any]) -> None:
+        """Restore what :meth:`fitted_state` returned."""
         return None
 
     def __repr__(self) -> str:

@@ -60,12 +60,12 @@ class GridPoints(BaseStrategy):
         xy = np.clip(self.unit_points * [w, h] - 0.5, 0, [w - 1, h - 1])
         return Prompt((h, w), points=xy, point_labels=self.labels)
 
-    def _fitted_state(self) -> dict[str, Any]:
+    def fitted_state(self) -> dict[str, Any]:
         if self.unit_points is None or self.labels is None:
             return {}
         return {"unit_points": self.unit_points.tolist(), "labels": self.labels.tolist()}
 
-    def _load_fitted(self, fitted: Mapping[str, Any]) -> None:
+    def load_fitted(self, fitted: Mapping[str, Any]) -> None:
         if fitted:
             self.unit_points = np.asarray(fitted["unit_points"], dtype=float)
             self.labels = np.asarray(fitted["labels"], dtype=np.int64)

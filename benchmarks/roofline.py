@@ -1,0 +1,136 @@
+"""Roofline of the decoder training step: FLOPs counted by torch, achieved GFLOP/s next to the
+device's measured matrix-multiply peak, and image-steps/s, for SAM's official per-image decoder
+loop and for samprompt's batched token-layout path, in fp32 and bf16 autocast."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from _util import parser, setup, sync, table, timed
+from monai.losses import DiceFocalLoss
+from torch.utils.flop_counter import FlopCounterMode
+
+from samprompt import Prompt, get_strategy, load_sam
+from samprompt.data import low_res_target, make_phantoms
+from samprompt.decoder import decode_low_res
+
+
+def matmul_peak(device: str, dtype: torch.dtype) -> float:
+    """GFLOP/s of one large square matrix product: the practical peak the step is measured against."""
+    n = 4096 if device.startswith("cuda") or dtype == torch.float32 else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, repeat=3 if device.startswith("cuda") else 1)
+    return 2 * n**3 / seconds / 1e9
+
+
+def official_logits(
+    sam: torch.nn.Module, embeddings: torch.Tensor, prompts: list[Prompt]
+) -> torch.Tensor:
+    """SAM's own path, one image at a time (prompt encoder + ``MaskDecoder.forward``)."""
+    outs = []
+    for embedding, prompt in zip(embeddings, prompts, strict=True):
+        points, _ = prompt.to_input_frame(int(sam.image_encoder.img_size))
+        coords = torch.as_tensor(points[None], dtype=torch.float32, device=embeddings.device)
+        labels = torch.as_tensor(prompt.point_labels[None], device=embeddings.device)
+        sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        masks, _ = sam.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        outs.append(masks)
+    return torch.cat(outs)
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--spec", default="litemedsam")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="bf16 autocast is emulated (very slow) on CPUs without AVX-512 BF16/AMX",
+    )
+    args = p.parse_args()
+    setup(args)
+    device = args.device
+    data = make_phantoms(args.batch, 256, seed=0)
+    strategy = get_strategy("mean-points")
+    strategy.fit(data)
+    prompts = [strategy.inference_prompt(s) for s in data]
+    model = load_sam(args.spec).to(device)
+    sam = model.sam
+    targets = torch.from_numpy(np.stack([low_res_target(s.mask, model.low_res_size) for s in data]))
+    targets = targets[:, None].float().to(device)
+    embeddings = torch.randn(args.batch, 256, 64, 64, device=device)
+    optimizer = torch.optim.Adam(sam.mask_decoder.parameters(), lr=0.0)  # lr 0: weights unchanged
+    loss_fn = DiceFocalLoss(sigmoid=True)
+    paths: dict[str, Callable[[], torch.Tensor]] = {
+        "official per-image loop": lambda: official_logits(sam, embeddings, prompts),
+        "samprompt batched": lambda: decode_low_res(sam, embeddings, prompts),
+    }
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {p: matmul_peak(device, dtypes[p]) for p in args.precisions}
+    rows = []
+    for precision in args.precisions:
+        for name, forward in paths.items():
+
+            def step(
+                forward: Callable[[], torch.Tensor] = forward, precision: str = precision
+            ) -> None:
+                autocast = (
+                    torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+                    if precision == "bf16"
+                    else nullcontext()
+                )
+                with autocast:
+                    logits = forward()
+                loss = loss_fn(logits.float(), targets)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+            with FlopCounterMode(display=False) as counter:
+                step()
+            sync(device)
+            gflop = counter.get_total_flops() / 1e9
+            seconds = timed(step, device, repeat=args.repeat)
+            rows.append(
+                [
+                    name,
+                    precision,
+                    seconds,
+                    args.batch / seconds,
+                    gflop,
+                    gflop / seconds,
+                    f"{100 * gflop / seconds / peaks[precision]:.0f}%",
+                ]
+            )
+            print(f"{name} {precision}: {seconds:.3f} s", flush=True)
+    print(
+        f"\n## Decoder training step, {args.spec}, batch {args.batch} "
+        "(matmul peak measured: "
+        + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items())
+        + ")"
+    )
+    table(
+        ["path", "precision", "s/step", "image-steps/s", "GFLOP/step", "GFLOP/s", "of peak"],
+        rows,
+    )
+    by = {(r[0], r[1]): r[2] for r in rows}
+    for precision in args.precisions:
+        ratio = by[("official per-image loop", precision)] / by[("samprompt batched", precision)]
+        print(f"batched vs official loop, {precision}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
