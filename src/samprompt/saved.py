@@ -20,7 +20,13 @@ from samprompt.prompts.strategy import PromptStrategy
 if TYPE_CHECKING:
     from samprompt.segmenter import SamSegmenter
 
-__all__ = ["read_model_json", "load_sam_model", "save_sam_model"]
+__all__ = [
+    "check_weights_hash",
+    "load_sam_model",
+    "read_model_json",
+    "save_sam_model",
+    "verify_strategy_roundtrip",
+]
 
 FORMAT = "samprompt-model"
 
