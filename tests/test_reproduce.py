@@ -55,6 +55,16 @@ def check_report_matches_results(out: Path) -> dict:
         for row in rows:
             assert f"{row['f1_mean']:.3f}" in report
     assert results["meta"]["sha256"] in report and "oracle" in report
+    # throughput counted from the runs' own records: epochs trained x training images per fold
+    steps = 0
+    for folder in [*out.glob("grid/*"), *out.glob("finetune/*"), *out.glob("cross_dataset/*")]:
+        for fold in [folder] if (folder / "history.json").exists() else folder.glob("fold_*"):
+            record = json.loads((fold / "metrics.json").read_text())
+            steps += len(record["history"]) * len(record["train_ids"])
+    timing = results["timing"]
+    assert timing["training_image_steps"] == steps > 0
+    assert timing["total_s"] >= sum(timing["phases_s"].values()) * 0.999
+    assert f"{timing['training_image_steps']} image-steps" in report
     for path in results["figures"].values():
         assert f"]({path})" in report
         width, height = Image.open(out / path).size

