@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,26 @@ def phantoms() -> SampleList:
 @pytest.fixture
 def cache(tmp_path: Path) -> EmbeddingCache:
     return EmbeddingCache(tmp_path / "cache", progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_written_model_json_follows_the_schema(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """After the session, validate every model.json any test wrote against the published schema."""
+    yield
+    import json
+
+    import jsonschema
+
+    from samprompt.saved import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for path in tmp_path_factory.getbasetemp().rglob("model.json"):
+        meta = json.loads(path.read_text())
+        if isinstance(meta, dict) and meta.get("format") == "samprompt-model":
+            try:
+                jsonschema.validate(meta, schema)
+            except jsonschema.ValidationError as exc:
+                if "broken" not in path.parts:  # tests that break model.json on purpose
+                    raise AssertionError(f"{path}: {exc.message}") from exc

@@ -31,7 +31,7 @@ from samprompt.errors import CheckpointError, ConfigError
 from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator
 from samprompt.finetune import EpochRecord, loss_function
 from samprompt.hashing import file_sha256
-from samprompt.saved import FORMAT, check_weights_hash, read_model_json
+from samprompt.saved import FORMAT, FORMAT_VERSION, check_weights_hash, read_model_json
 
 __all__ = ["UNetConfig", "UNetSegmenter", "load_unet_model", "train_unet"]
 
@@ -155,7 +155,7 @@ class UNetSegmenter:
             folder / "model.json",
             {
                 "format": FORMAT,
-                "format_version": 1,
+                "format_version": FORMAT_VERSION,
                 "kind": "unet",
                 "samprompt_version": __version__,
                 "weights_sha256": file_sha256(folder / "unet.safetensors"),

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 FORMAT = "samprompt-model"
+#: Version 2 records ``weights_sha256``; versions 1 and 2 are read.
+FORMAT_VERSION = 2
+#: The JSON Schema every written ``model.json`` follows.
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "model.schema.json"
 
 
 def save_sam_model(
@@ -52,7 +56,7 @@ def save_sam_model(
     save_decoder_weights(model.sam, weights, {"sam_sha256": model.sha256})
     meta = {
         "format": FORMAT,
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "kind": "sam",
         "samprompt_version": __version__,
         "sam": {
@@ -89,6 +93,11 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: not a samprompt model (format {found!r})")
+    if meta.get("format_version") not in (1, 2):
+        raise CheckpointError(
+            f"{path}: model format version {meta.get('format_version')!r} is not one this "
+            f"samprompt reads (1-{FORMAT_VERSION}); upgrade samprompt"
+        )
     _check_fields(path, meta)
     return meta
 
