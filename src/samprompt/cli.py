@@ -96,6 +96,7 @@ def _config(args: argparse.Namespace) -> FinetuneConfig:
         device=args.device,
         precision=args.precision,
         patience=args.patience,
+        monitor=args.monitor,
         eval_resolution=args.resolution,
     )
 
@@ -538,6 +539,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--patience", type=int, default=None, help="early-stopping patience in epochs (default off)"
+    )
+    p.add_argument(
+        "--monitor",
+        choices=["val_loss", "val_f1"],
+        default="val_loss",
+        help="best epoch (kept at the end, and what --patience watches): lowest validation loss "
+        "(default) or highest validation F1",
     )
 
 

@@ -127,9 +127,13 @@ class FinetuneConfig:
     checkpoint_every : int
         Write a resumable checkpoint every N epochs (1); 0 disables checkpoints.
     patience : int or None
-        Stop when validation loss has not improved for this many epochs; None (default) never.
+        Stop when the ``monitor`` metric has not improved for this many epochs; None (default)
+        never.
     keep_best : bool
-        Restore the decoder of the epoch with the lowest validation loss at the end (True).
+        Restore the decoder of the best epoch by ``monitor`` at the end (True).
+    monitor : {"val_loss", "val_f1"}
+        What "best epoch" means for ``keep_best`` and ``patience``: the lowest validation loss
+        (default) or the highest validation F1 at threshold 0.5.
     multimask_output : bool
         Train SAM's single-mask output (False, the paper) or its best-of-three output.
     thresholds : tuple of float
@@ -160,6 +164,7 @@ class FinetuneConfig:
     checkpoint_every: int = attrs.field(default=1, validator=[_integer, _non_negative])
     patience: int | None = attrs.field(default=None, validator=attrs.validators.optional(_integer))
     keep_best: bool = attrs.field(default=True, validator=_boolean)
+    monitor: str = attrs.field(default="val_loss", validator=_one_of("val_loss", "val_f1"))
     multimask_output: bool = attrs.field(default=False, validator=_boolean)
     thresholds: tuple[float, ...] = attrs.field(
         default=(0.5, 0.55, 0.6, 0.65, 0.7), converter=tuple, validator=_thresholds

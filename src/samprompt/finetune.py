@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -355,13 +356,13 @@ class Finetuner:
         optimizer = optim_cls(params, lr=float(cfg.lr or 0), weight_decay=cfg.weight_decay)
         loss_fn = loss_function(cfg)
         history: list[EpochRecord] = []
-        best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(decoder.state_dict())
+        best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(decoder.state_dict())
         start_epoch = 0
         if state is not None:
             decoder.load_state_dict(state["decoder"])
             optimizer.load_state_dict(state["optimizer"])
             history = [EpochRecord(**r) for r in state["history"]]
-            best_loss, best_epoch = state["best_loss"], state["best_epoch"]
+            best_score, best_epoch = state["best_score"], state["best_epoch"]
             best_state = state["best_decoder"]
             start_epoch = state["epoch"]
             logger.info("resuming %s after epoch %d", self.out_dir, start_epoch)
@@ -377,7 +378,13 @@ class Finetuner:
         )
         for epoch in bar:
             if cfg.patience is not None and stale >= cfg.patience:
-                logger.info("early stop after epoch %d (patience %d)", epoch, cfg.patience)
+                logger.info(
+                    "early stop after epoch %d: %s best at epoch %d (patience %d)",
+                    epoch,
+                    cfg.monitor,
+                    best_epoch,
+                    cfg.patience,
+                )
                 break
             tick = time.perf_counter()
             decoder.train()
@@ -428,9 +435,10 @@ class Finetuner:
             bar.set_postfix(
                 train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}"
             )
-            if val_loss < best_loss:
-                best_loss, best_epoch, best_state, stale = (
-                    val_loss,
+            score = -val_loss if cfg.monitor == "val_loss" else val_f1
+            if score > best_score:
+                best_score, best_epoch, best_state, stale = (
+                    score,
                     epoch + 1,
                     copy.deepcopy(decoder.state_dict()),
                     0,
@@ -448,7 +456,7 @@ class Finetuner:
                         "decoder": decoder.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "history": [attrs.asdict(r) for r in history],
-                        "best_loss": best_loss,
+                        "best_score": best_score,
                         "best_epoch": best_epoch,
                         "best_decoder": best_state,
                         "strategy_state": _jsonable(self.strategy.state_dict()),
