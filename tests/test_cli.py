@@ -293,3 +293,17 @@ def test_litemedsam_trained_on_shenzhen_scores_unseen_xrays_as_its_predicted_png
         dice = 2 * np.logical_and(pred, truth).sum() / (pred.sum() + truth.sum())
         assert f1 == pytest.approx(dice, abs=1e-6), ident
     assert reported["f1_mean"] == pytest.approx(np.mean(list(by_id.values())))
+
+
+def test_early_stopping_flags_reach_the_config() -> None:
+    from samprompt.cli import _config, build_parser
+
+    args = build_parser().parse_args(
+        ["finetune", "--data", "d", "--out", "o", "--monitor", "val_f1", "--patience", "7"]
+    )
+    config = _config(args)
+    assert (config.monitor, config.patience) == ("val_f1", 7)
+    default = _config(build_parser().parse_args(["cv", "--data", "d", "--out", "o"]))
+    assert (default.monitor, default.patience) == ("val_loss", None)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["finetune", "--data", "d", "--out", "o", "--monitor", "iou"])

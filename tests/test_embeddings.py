@@ -37,6 +37,20 @@ def test_cache_matches_fresh_encoder_and_second_pass_encodes_nothing(
     assert index2.paths == index.paths
 
 
+def test_resident_index_loads_what_the_files_hold(
+    tiny: LoadedSam, phantoms: SampleList, cache: EmbeddingCache
+) -> None:
+    index = cache.embed(tiny, phantoms[:5])
+    resident = index.to_resident("cpu")
+    assert resident.resident is not None and resident.resident.dtype == torch.float16
+    assert resident.nbytes() == 5 * 256 * 64 * 64 * 2
+    for positions in ([3], [4, 0, 2], [1, 1]):
+        assert torch.equal(resident.load(positions), index.load(positions))
+    part = resident.subset([4, 1])
+    assert torch.equal(part.load([1, 0]), index.load([1, 4]))
+    assert index.to_resident("cpu", limit=resident.nbytes() - 1).resident is None  # too large
+
+
 def test_key_changes_with_encoder_weights_and_image(tiny: LoadedSam, cache: EmbeddingCache) -> None:
     from samprompt import load_sam
 

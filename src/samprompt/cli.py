@@ -396,6 +396,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         folds=args.folds,
         seed=args.seed,
         unet_epochs=args.unet_epochs,
+        patience=args.patience,
+        monitor=args.monitor,
         device=args.device,
         precision=args.precision,
         quick=args.quick,
@@ -537,6 +539,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default="dice_focal",
         help="MONAI loss (default dice_focal)",
     )
+    _early_stopping_args(p)
+
+
+def _early_stopping_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--patience", type=int, default=None, help="early-stopping patience in epochs (default off)"
     )
@@ -646,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="fine-tuning epochs (default 100)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--unet-epochs", type=int, default=30, help="U-Net epochs (default 30)")
+    _early_stopping_args(p)
     p.add_argument(
         "--quick",
         action="store_true",

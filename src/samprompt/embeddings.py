@@ -27,7 +27,13 @@ from samprompt.errors import ConfigError, SampromptError
 from samprompt.hashing import array_sha256
 from samprompt.model import LoadedSam
 
-__all__ = ["CacheStats", "EmbeddingCache", "EmbeddingIndex", "default_cache_dir"]
+__all__ = [
+    "RESIDENT_LIMIT_BYTES",
+    "CacheStats",
+    "EmbeddingCache",
+    "EmbeddingIndex",
+    "default_cache_dir",
+]
 
 
 def default_cache_dir() -> Path:
@@ -45,6 +51,11 @@ class CacheStats:
     encoder_calls: int = 0
 
 
+#: Splits whose embeddings take at most this many bytes (fp16) are held on the training device
+#: for the whole of training (about 1,000 SAM embeddings); larger ones stay memory-mapped.
+RESIDENT_LIMIT_BYTES = 2 * 2**30
+
+
 @attrs.frozen(eq=False)
 class EmbeddingIndex:
     """The cache entries of a dataset, position by position.
@@ -53,15 +64,22 @@ class EmbeddingIndex:
     ----------
     paths : tuple of pathlib.Path
         One ``.npy`` file per sample: ``(256, h, w)`` float16 (``64x64`` for SAM).
+    resident : torch.Tensor or None
+        All entries as one fp16 tensor on a device, when :meth:`to_resident` made it so: then
+        :meth:`load` neither reads files nor copies between host and device.
     """
 
     paths: tuple[Path, ...]
+    resident: torch.Tensor | None = attrs.field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, positions: Sequence[int], device: str | torch.device = "cpu") -> torch.Tensor:
         """Return the embeddings at ``positions`` as a ``(B, 256, h, w)`` float32 tensor."""
+        if self.resident is not None and self.resident.device == torch.device(device):
+            where = torch.as_tensor(list(positions), device=self.resident.device)
+            return self.resident.index_select(0, where).float()
         arrays = [np.load(self.paths[i], mmap_mode="r") for i in positions]
         batch = torch.from_numpy(np.stack(arrays))
         if torch.device(device).type == "cuda":
@@ -69,9 +87,28 @@ class EmbeddingIndex:
             return batch.pin_memory().to(device, non_blocking=True).float()
         return batch.float()
 
+    def nbytes(self) -> int:
+        """Bytes of all entries (fp16), read from the files' headers."""
+        return sum(int(np.load(p, mmap_mode="r").nbytes) for p in self.paths)
+
+    def to_resident(
+        self, device: str | torch.device, limit: int = RESIDENT_LIMIT_BYTES
+    ) -> EmbeddingIndex:
+        """This index with every entry held on ``device`` (fp16), or itself when larger than
+        ``limit`` bytes. Training reads each entry once per epoch; holding them avoids a file read
+        and, on a GPU, a host-to-device copy per step."""
+        if self.resident is not None or not self.paths or self.nbytes() > limit:
+            return self
+        stacked = torch.from_numpy(np.stack([np.load(p) for p in self.paths]))
+        return EmbeddingIndex(self.paths, stacked.to(device))
+
     def subset(self, positions: Sequence[int]) -> EmbeddingIndex:
         """The entries at ``positions``, in that order."""
-        return EmbeddingIndex(tuple(self.paths[i] for i in positions))
+        paths = tuple(self.paths[i] for i in positions)
+        if self.resident is None:
+            return EmbeddingIndex(paths)
+        where = torch.as_tensor(list(positions), device=self.resident.device)
+        return EmbeddingIndex(paths, self.resident.index_select(0, where))
 
 
 class EmbeddingCache:

@@ -39,7 +39,9 @@ class ReproduceSettings:
     """What ``samprompt reproduce`` runs (defaults: the paper's protocol).
 
     ``quick`` shrinks everything for smoke tests: at most ``quick_images`` images, 2 folds,
-    2 epochs, a 2-point learning-rate grid and a 2-epoch U-Net.
+    2 epochs, a 2-point learning-rate grid and a 2-epoch U-Net. ``patience`` and ``monitor``
+    apply early stopping (:class:`~samprompt.FinetuneConfig`) to every fine-tuning, the grid's
+    included; off by default, as in the paper.
     """
 
     out: Path
@@ -50,6 +52,8 @@ class ReproduceSettings:
     weight_decays: tuple[float, ...] = (0.0, 1e-1, 1e-3)
     grid_epochs: int | None = None
     unet_epochs: int = 30
+    patience: int | None = None
+    monitor: str = "val_loss"
     batch_size: int = 8
     device: str = "cpu"
     precision: str = "fp32"
@@ -117,6 +121,8 @@ def run_reproduce(
     cache = cache or EmbeddingCache(out / "cache", progress=progress)
     base = FinetuneConfig(
         epochs=s.epochs,
+        patience=s.patience,
+        monitor=s.monitor,
         batch_size=s.batch_size,
         seed=s.seed,
         device=s.device,
