@@ -9,9 +9,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
+import attrs
+import numpy as np
 import torch
 
-from samprompt import RandomWeightsWarning
+from samprompt import LoadedSam, Prompt, RandomWeightsWarning, get_strategy, load_sam
+from samprompt.data import low_res_target, make_phantoms
 
 warnings.simplefilter("ignore", RandomWeightsWarning)
 
@@ -59,3 +62,29 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in row) + " |")
+
+
+@attrs.frozen
+class StepInputs:
+    """What one cached decoder training step consumes, on ``device``."""
+
+    model: LoadedSam
+    prompts: list[Prompt]
+    embeddings: torch.Tensor
+    targets: torch.Tensor
+
+
+def step_inputs(spec: str, batch: int, device: str) -> StepInputs:
+    """A model, mean-point prompts, random embeddings and phantom targets for ``batch`` images."""
+    data = make_phantoms(batch, 256, seed=0)
+    strategy = get_strategy("mean-points")
+    strategy.fit(data)
+    prompts = [strategy.inference_prompt(s) for s in data]
+    model = load_sam(spec).to(device)
+    targets = torch.from_numpy(np.stack([low_res_target(s.mask, model.low_res_size) for s in data]))
+    return StepInputs(
+        model=model,
+        prompts=prompts,
+        embeddings=torch.randn(batch, 256, 64, 64, device=device),
+        targets=targets[:, None].float().to(device),
+    )

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
-from _util import parser, setup, table, timed
+from _util import parser, setup, step_inputs, table, timed
 from monai.losses import DiceFocalLoss
 
-from samprompt import get_strategy, load_sam
-from samprompt.data import low_res_target, make_phantoms
 from samprompt.decoder import _decode_rows, _prompt_rows, _sparse_embeddings
 
 
@@ -23,19 +20,11 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     device = args.device
-    data = make_phantoms(args.batch, 256, seed=0)
-    strategy = get_strategy("mean-points")
-    strategy.fit(data)
-    prompts = [strategy.inference_prompt(s) for s in data]
-    model = load_sam(args.spec).to(device)
-    sam = model.sam
-    side = model.low_res_size
-    targets = torch.from_numpy(np.stack([low_res_target(s.mask, side) for s in data]))
-    targets = targets[:, None].float().to(device)
-    embeddings = torch.randn(args.batch, 256, 64, 64, device=device, generator=None)
-    rows = _prompt_rows(prompts, int(sam.image_encoder.img_size))
+    inputs = step_inputs(args.spec, args.batch, device)
+    sam, embeddings, targets = inputs.model.sam, inputs.embeddings, inputs.targets
+    rows = _prompt_rows(inputs.prompts, int(sam.image_encoder.img_size))
     loss_fn = DiceFocalLoss(sigmoid=True)
-    optimizer = torch.optim.Adam(sam.mask_decoder.parameters(), lr=1e-5)
+    optimizer = torch.optim.Adam(sam.mask_decoder.parameters(), lr=0.0)  # lr 0: weights unchanged
 
     def sparse() -> torch.Tensor:
         with torch.no_grad():

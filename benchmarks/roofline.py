@@ -7,14 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import numpy as np
 import torch
-from _util import parser, setup, sync, table, timed
+from _util import parser, setup, step_inputs, sync, table, timed
 from monai.losses import DiceFocalLoss
 from torch.utils.flop_counter import FlopCounterMode
 
-from samprompt import Prompt, get_strategy, load_sam
-from samprompt.data import low_res_target, make_phantoms
+from samprompt import Prompt
 from samprompt.decoder import decode_low_res
 
 
@@ -63,15 +61,13 @@ def main() -> None:
     args = p.parse_args()
     setup(args)
     device = args.device
-    data = make_phantoms(args.batch, 256, seed=0)
-    strategy = get_strategy("mean-points")
-    strategy.fit(data)
-    prompts = [strategy.inference_prompt(s) for s in data]
-    model = load_sam(args.spec).to(device)
-    sam = model.sam
-    targets = torch.from_numpy(np.stack([low_res_target(s.mask, model.low_res_size) for s in data]))
-    targets = targets[:, None].float().to(device)
-    embeddings = torch.randn(args.batch, 256, 64, 64, device=device)
+    inputs = step_inputs(args.spec, args.batch, device)
+    sam, embeddings, targets, prompts = (
+        inputs.model.sam,
+        inputs.embeddings,
+        inputs.targets,
+        inputs.prompts,
+    )
     optimizer = torch.optim.Adam(sam.mask_decoder.parameters(), lr=0.0)  # lr 0: weights unchanged
     loss_fn = DiceFocalLoss(sigmoid=True)
     paths: dict[str, Callable[[], torch.Tensor]] = {

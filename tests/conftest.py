@@ -12,7 +12,12 @@ import torch
 from samprompt import EmbeddingCache, LoadedSam, load_sam
 from samprompt.data import SampleList, make_phantoms
 
-torch.set_num_threads(2)
+# Under pytest-xdist the cores are shared between workers: one worker's torch (and the CLI
+# subprocesses it starts) get their share, so that workers do not oversubscribe the CPU.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(_THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAMPROMPT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -20,13 +20,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_help_explains_commands() -> None:
-    out = _run("--help")
+def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run("--help")  # the installed module's own entry point
     assert out.returncode == 0
     for command in ("demo", "embed", "finetune", "cv", "evaluate", "predict", "plugins"):
         assert command in out.stdout
-    finetune = _run("finetune", "--help").stdout
-    assert "--prompt-param" in finetune and "1e-5" in finetune
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--help"])
+    finetune = capsys.readouterr().out
+    assert done.value.code == 0 and "--prompt-param" in finetune and "1e-5" in finetune
 
 
 def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,7 +124,7 @@ def test_evaluate_and_predict(trained: tuple[Path, Path, Path]) -> None:
 
 
 def test_predict_with_oracle_strategy_needs_boxes(
-    trained: tuple[Path, Path, Path], tmp_path: Path
+    trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, cache, _root = trained
     run = tmp_path / "box_run"
@@ -150,19 +152,22 @@ def test_predict_with_oracle_strategy_needs_boxes(
         == 0
     )
     assert json.loads((run / "metrics.json").read_text())["oracle"] is True
-    failed = _run(
-        "predict",
-        "--model",
-        str(run),
-        "--images",
-        str(data / "images"),
-        "--cache",
-        str(cache),
-        "--out",
-        str(tmp_path / "p"),
-        "-q",
+    capsys.readouterr()
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(run),
+            "--images",
+            str(data / "images"),
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "p"),
+            "-q",
+        ]
     )
-    assert failed.returncode == 2 and "--boxes" in failed.stderr
+    assert code == 2 and "--boxes" in capsys.readouterr().err
     boxes = {p.stem: [[5, 5, 70, 50]] for p in (data / "images").iterdir()}
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     assert (
@@ -188,9 +193,10 @@ def test_predict_with_oracle_strategy_needs_boxes(
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    out = _run("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "10", "-q")
-    assert out.returncode == 0, out.stderr
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "10", "-q"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
     for name in (
         "summary.md",
         "metrics.json",
@@ -201,7 +207,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "control/model.json",
     ):
         assert (tmp_path / "demo" / name).is_file(), name
-    assert "test F1" in out.stdout
+    assert "test F1" in out.out
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     rows = {r["name"]: r for r in metrics["rows"]}
     assert list(rows) == ["zero-shot", "fine-tuned", "random-encoder control", "mean-mask floor"]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from samprompt import EmbeddingCache, LoadedSam
+from samprompt.cli import main
 from samprompt.data import make_phantoms, write_folder_dataset
+from tests.conftest import count_encoder_calls
 
 
 def _torchrun(*args: str) -> list[str]:
@@ -37,6 +39,7 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
     data = write_folder_dataset(make_phantoms(12, 64, seed=21), tmp_path / "data")
     cache = tmp_path / "cache"
     # 12 images -> 8 train (two global batches of 5 and 3, split 3/2 and 2/1 between ranks).
+    # The two ranks fill the empty cache between them (sharded embedding) before training.
     common = [
         "finetune",
         "--data",
@@ -53,20 +56,6 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
         "1e-3",
         "-q",
     ]
-    embed = subprocess.run(
-        _torchrun(
-            "embed", "--data", str(data), "--checkpoint", "random:tiny", "--cache", str(cache), "-q"
-        ),
-        capture_output=True,
-        text=True,
-        env=_env(),
-    )
-    assert embed.returncode == 0, embed.stderr[-3000:]
-    computed = [
-        int(n)
-        for n in re.findall(r"rank \d/2: 12 images: \d+ cached, (\d+) computed", embed.stdout)
-    ]
-    assert len(computed) == 2 and sum(computed) == 12  # every image computed once, by one rank
     multi = subprocess.run(
         _torchrun(*common, "--out", str(tmp_path / "ddp")),
         capture_output=True,
@@ -74,13 +63,7 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
         env=_env(),
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
-    single = subprocess.run(
-        [sys.executable, "-m", "samprompt.cli", *common, "--out", str(tmp_path / "one")],
-        capture_output=True,
-        text=True,
-        env=_env(),
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0  # one process, this one
     a, b = (
         load_file(tmp_path / "one" / "decoder.safetensors"),
         load_file(tmp_path / "ddp" / "decoder.safetensors"),
@@ -92,3 +75,19 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
     for ra, rb in zip(history_a, history_b, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
         assert rb["val_loss"] == pytest.approx(ra["val_loss"], rel=1e-4)
+
+
+def test_ranks_share_the_embedding_work_and_each_image_is_encoded_once(
+    tmp_path: Path, tiny: LoadedSam
+) -> None:
+    data = make_phantoms(7, 64, seed=22)
+    calls = count_encoder_calls(tiny)
+    done = []
+    for rank in (0, 1):  # what each torchrun rank runs, one after the other
+        cache = EmbeddingCache(tmp_path / "cache", progress=False)
+        cache.embed(tiny, data, rank=rank, world_size=2)
+        done.append(cache.stats.encoder_calls)
+    assert done == [4, 3] and calls[0] == 7  # positions 0,2,4,6 and 1,3,5
+    everything = EmbeddingCache(tmp_path / "cache", progress=False)
+    everything.embed(tiny, data)
+    assert everything.stats.encoder_calls == 0 and calls[0] == 7

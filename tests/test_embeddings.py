@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from samprompt import EmbeddingCache, LoadedSam
+from samprompt.cli import main
 from samprompt.data import SampleList, make_phantoms, preprocess_image, write_folder_dataset
 from tests.conftest import count_encoder_calls
 
@@ -78,7 +79,9 @@ def _entries(root: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(tmp_path: Path) -> None:
+def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data_dir = write_folder_dataset(make_phantoms(30, 64, seed=9), tmp_path / "data")
     cache_dir = tmp_path / "cache"
     cmd = [
@@ -105,8 +108,10 @@ def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(tmp_path
     assert 4 <= len(done) < 30
     for path in done:
         assert np.load(path).shape == (256, 64, 64)
-    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    match = re.search(r"30 images: (\d+) cached, (\d+) computed", rerun.stdout)
-    assert match, rerun.stdout + rerun.stderr
+    capsys.readouterr()
+    assert main(cmd[3:]) == 0  # the rerun, in this process
+    rerun = capsys.readouterr()
+    match = re.search(r"30 images: (\d+) cached, (\d+) computed", rerun.out)
+    assert match, rerun.out + rerun.err
     assert int(match.group(1)) == len(done) and int(match.group(2)) == 30 - len(done)
     assert len(_entries(cache_dir)) == 30

@@ -22,6 +22,7 @@ from samprompt import (
     MeanMaskPrior,
     get_strategy,
 )
+from samprompt.cli import main
 from samprompt.data import make_phantoms, write_folder_dataset
 from samprompt.model import build_sam
 from tests.conftest import count_encoder_calls
@@ -146,7 +147,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
         "1e-3",
         "-q",
     ]
-    subprocess.run(_cli(*common, "--out", str(tmp_path / "a")), check=True, capture_output=True)
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0  # uninterrupted, in this process
     run_b = tmp_path / "b"
     process = subprocess.Popen(
         _cli(*common, "--out", str(run_b)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -159,7 +160,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
     assert not (run_b / "model.json").exists(), "the run finished before it was killed"
     epoch = torch.load(run_b / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= epoch < 4
-    subprocess.run(_cli(*common, "--out", str(run_b), "--resume"), check=True, capture_output=True)
+    assert main([*common, "--out", str(run_b), "--resume"]) == 0
     a, b = (
         load_file(tmp_path / "a" / "decoder.safetensors"),
         load_file(run_b / "decoder.safetensors"),
