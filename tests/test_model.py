@@ -91,6 +91,8 @@ class Evil:
         return (print, ("this must never run",))
 
 
+# torch warns about the pickle protocol of the file it is about to refuse
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_refused_by_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
