@@ -152,43 +152,23 @@ def test_predict_with_oracle_strategy_needs_boxes(
         == 0
     )
     assert json.loads((run / "metrics.json").read_text())["oracle"] is True
+    predict = [
+        "predict",
+        "--model",
+        str(run),
+        "--images",
+        str(data / "images"),
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "p"),
+        "-q",
+    ]
     capsys.readouterr()
-    code = main(
-        [
-            "predict",
-            "--model",
-            str(run),
-            "--images",
-            str(data / "images"),
-            "--cache",
-            str(cache),
-            "--out",
-            str(tmp_path / "p"),
-            "-q",
-        ]
-    )
-    assert code == 2 and "--boxes" in capsys.readouterr().err
+    assert main(predict) == 2 and "--boxes" in capsys.readouterr().err
     boxes = {p.stem: [[5, 5, 70, 50]] for p in (data / "images").iterdir()}
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(run),
-                "--images",
-                str(data / "images"),
-                "--cache",
-                str(cache),
-                "--boxes",
-                str(tmp_path / "boxes.json"),
-                "--out",
-                str(tmp_path / "p"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert main([*predict, "--boxes", str(tmp_path / "boxes.json")]) == 0
     assert len(list((tmp_path / "p").glob("*.png"))) == 10
 
 

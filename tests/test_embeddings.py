@@ -84,10 +84,7 @@ def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(
 ) -> None:
     data_dir = write_folder_dataset(make_phantoms(30, 64, seed=9), tmp_path / "data")
     cache_dir = tmp_path / "cache"
-    cmd = [
-        sys.executable,
-        "-m",
-        "samprompt.cli",
+    args = [
         "embed",
         "--data",
         str(data_dir),
@@ -97,7 +94,11 @@ def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(
         str(cache_dir),
         "-q",
     ]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "samprompt.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while len(_entries(cache_dir)) < 4 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -109,7 +110,7 @@ def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(
     for path in done:
         assert np.load(path).shape == (256, 64, 64)
     capsys.readouterr()
-    assert main(cmd[3:]) == 0  # the rerun, in this process
+    assert main(args) == 0  # the rerun, in this process
     rerun = capsys.readouterr()
     match = re.search(r"30 images: (\d+) cached, (\d+) computed", rerun.out)
     assert match, rerun.out + rerun.err

@@ -18,10 +18,8 @@ from tests.conftest import shared_dataset
 
 
 def _reproduce(data: Path, out: Path, *extra: str) -> list[str]:
+    """``samprompt reproduce`` arguments (pass to ``main``, or after ``_CLI`` for a process)."""
     return [
-        sys.executable,
-        "-m",
-        "samprompt.cli",
         "reproduce",
         "--data",
         str(data),
@@ -33,6 +31,9 @@ def _reproduce(data: Path, out: Path, *extra: str) -> list[str]:
         "-q",
         *extra,
     ]
+
+
+_CLI = [sys.executable, "-m", "samprompt.cli"]
 
 
 def check_report_matches_results(out: Path) -> dict:
@@ -79,7 +80,7 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
     test_data = write_folder_dataset(make_phantoms(3, (64, 96), seed=4), tmp_path / "other")
     out = tmp_path / "run"
     process = subprocess.Popen(
-        _reproduce(data, out, "--test-data", str(test_data)),
+        [*_CLI, *_reproduce(data, out, "--test-data", str(test_data))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -95,7 +96,7 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
         p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")
     }  # one per sub-run
     assert marker in finished and len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
-    assert main(_reproduce(data, out, "--test-data", str(test_data))[3:]) == 0  # in this process
+    assert main(_reproduce(data, out, "--test-data", str(test_data))) == 0  # in this process
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     results = check_report_matches_results(out)
@@ -114,7 +115,7 @@ def test_reproduce_quick_on_real_montgomery(tmp_path: Path) -> None:
     real = FolderDataset(shared_dataset("montgomery"))
     data = write_folder_dataset(real.subset(range(0, 138, 18)), tmp_path / "mont8")
     tick = time.perf_counter()
-    assert main(_reproduce(data, tmp_path / "run")[3:]) == 0
+    assert main(_reproduce(data, tmp_path / "run")) == 0
     print(f"reproduce --quick on Montgomery: {time.perf_counter() - tick:.0f} s")
     results = check_report_matches_results(tmp_path / "run")
     assert results["meta"]["n_images"] == 8 and results["meta"]["encoder_calls"] == 8
