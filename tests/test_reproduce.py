@@ -67,11 +67,42 @@ def check_report_matches_results(out: Path) -> dict:
     assert timing["training_image_steps"] == steps > 0
     assert timing["total_s"] >= sum(timing["phases_s"].values()) * 0.999
     assert f"{timing['training_image_steps']} image-steps" in report
+    check_early_stopping_rows(out, results, report)
     for path in results["figures"].values():
         assert f"]({path})" in report
         width, height = Image.open(out / path).size
         assert width > 300 and height > 200
     return results
+
+
+def check_early_stopping_rows(out: Path, results: dict, report: str) -> None:
+    """Each early-stopping row against its folds' own records, and the report against it."""
+    early = results["early_stopping"]
+    expected = {f"fine-tuned {k}" for k in results["finetuned"]}
+    expected |= {f"cross-dataset {k}" for k in results["cross_dataset"]}
+    assert set(early) == expected
+    for name, row in early.items():
+        kind, label = name.split(" ", 1)
+        if kind == "fine-tuned":
+            paths = sorted((out / "finetune" / label).glob("fold_*/metrics.json"))
+            summary = results["finetuned"][label]
+        else:
+            paths = [out / "cross_dataset" / label / "metrics.json"]
+            summary = results["cross_dataset"][label]
+        folds = [json.loads(path.read_text()) for path in paths]
+        assert row["f1_fixed"] == [summary["f1_mean"], summary["f1_std"]]
+        stops = [f["early_stop"] for f in folds]
+        assert row["epochs_early"] == [e["epochs_run"] for e in stops]
+        assert row["epochs_fixed"] == [len(f["history"]) for f in folds]
+        differences = [e["f1_mean"] - f["f1_mean"] for e, f in zip(stops, folds, strict=True)]
+        assert row["f1_difference"] == pytest.approx(sum(differences) / len(folds))
+        for stop, fold in zip(stops, folds, strict=True):
+            if not stop["stopped"]:  # early stopping would have changed nothing
+                assert (stop["f1_mean"], stop["threshold"]) == (fold["f1_mean"], fold["threshold"])
+        assert (
+            f"| {name} | {format_pm(*row['f1_fixed'])} | {format_pm(*row['f1_early'])} | " in report
+        )
+        assert f"{row['f1_difference']:+.4f}" in report
 
 
 @pytest.mark.slow
@@ -80,7 +111,7 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
     test_data = write_folder_dataset(make_phantoms(3, (64, 96), seed=4), tmp_path / "other")
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [*_CLI, *_reproduce(data, out, "--test-data", str(test_data))],
+        [*_CLI, *_reproduce(data, out, "--test-data", str(test_data), "--compare-patience", "1")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -96,7 +127,8 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
         p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")
     }  # one per sub-run
     assert marker in finished and len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
-    assert main(_reproduce(data, out, "--test-data", str(test_data))) == 0  # in this process
+    rerun = _reproduce(data, out, "--test-data", str(test_data), "--compare-patience", "1")
+    assert main(rerun) == 0  # in this process
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     results = check_report_matches_results(out)

@@ -398,6 +398,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         unet_epochs=args.unet_epochs,
         patience=args.patience,
         monitor=args.monitor,
+        compare_patience=args.compare_patience or None,
         device=args.device,
         precision=args.precision,
         quick=args.quick,
@@ -653,6 +654,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--unet-epochs", type=int, default=30, help="U-Net epochs (default 30)")
     _early_stopping_args(p)
+    p.add_argument(
+        "--compare-patience",
+        type=int,
+        default=5,
+        metavar="N",
+        help="without --patience, also record what early stopping with patience N would have "
+        "given in every fine-tuning (its F1 and training time beside the fixed epochs', in the "
+        "report; costs one extra validation sweep and test evaluation per fold); 0 turns it off "
+        "(default 5)",
+    )
     p.add_argument(
         "--quick",
         action="store_true",

@@ -129,6 +129,12 @@ class FinetuneConfig:
     patience : int or None
         Stop when the ``monitor`` metric has not improved for this many epochs; None (default)
         never.
+    compare_patience : int or None
+        Train every epoch, but also record what ``patience=N`` would have given: the epochs it
+        would have run, the decoder it would have kept and that decoder's validation threshold
+        (:attr:`samprompt.FitResult.early_stop`). On a CPU this equals the early-stopped run
+        exactly (same seed), so its F1 difference from the fixed epochs is measured in one run.
+        Needs ``patience=None``; None (default) records nothing.
     keep_best : bool
         Restore the decoder of the best epoch by ``monitor`` at the end (True).
     monitor : {"val_loss", "val_f1"}
@@ -163,6 +169,9 @@ class FinetuneConfig:
     precision: str = attrs.field(default="fp32", validator=_one_of("fp32", "bf16"))
     checkpoint_every: int = attrs.field(default=1, validator=[_integer, _non_negative])
     patience: int | None = attrs.field(default=None, validator=attrs.validators.optional(_integer))
+    compare_patience: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_integer)
+    )
     keep_best: bool = attrs.field(default=True, validator=_boolean)
     monitor: str = attrs.field(default="val_loss", validator=_one_of("val_loss", "val_f1"))
     multimask_output: bool = attrs.field(default=False, validator=_boolean)
@@ -174,6 +183,16 @@ class FinetuneConfig:
     def __attrs_post_init__(self) -> None:
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.compare_patience is not None:
+            if self.compare_patience < 1:
+                raise ConfigError(
+                    f"compare_patience must be >= 1 or None, got {self.compare_patience}"
+                )
+            if self.patience is not None:
+                raise ConfigError(
+                    "compare_patience records what early stopping would give in a run that trains "
+                    f"every epoch; it cannot be combined with patience={self.patience}"
+                )
         if self.lambda_dice == 0 and self.lambda_other == 0:
             raise ConfigError("lambda_dice and lambda_other cannot both be 0")
 
@@ -181,6 +200,9 @@ class FinetuneConfig:
         """A JSON-serialisable dict."""
         data = attrs.asdict(self)
         data["thresholds"] = list(self.thresholds)
+        if self.compare_patience is None:
+            # Left out when off, so run folders written before the option existed still match.
+            del data["compare_patience"]
         return data
 
     @classmethod

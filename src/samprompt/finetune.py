@@ -30,6 +30,7 @@ from samprompt.data.preprocess import low_res_target
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.decoder import decode_low_res
 from samprompt.distributed import DecoderModule
+from samprompt.early_stopping import EarlyStopOutcome, EarlyStopProbe
 from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
 from samprompt.errors import (
     CheckpointError,
@@ -93,6 +94,8 @@ class FitResult:
         The fine-tuned model, ready for :class:`~samprompt.Evaluator` or prediction.
     strategy_state : dict
         The fitted strategy's ``state_dict()``.
+    early_stop : EarlyStopOutcome or None
+        With ``config.compare_patience``: what early stopping would have given in this run.
 
     Examples
     --------
@@ -107,6 +110,7 @@ class FitResult:
     sweep: SweepResult
     segmenter: SamSegmenter
     strategy_state: dict[str, Any]
+    early_stop: EarlyStopOutcome | None = None
 
     @property
     def decoder_state(self) -> dict[str, torch.Tensor]:
@@ -363,6 +367,7 @@ class Finetuner:
         history: list[EpochRecord] = []
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(decoder.state_dict())
         start_epoch = 0
+        probe = EarlyStopProbe(cfg.compare_patience) if cfg.compare_patience is not None else None
         if state is not None:
             decoder.load_state_dict(state["decoder"])
             optimizer.load_state_dict(state["optimizer"])
@@ -370,6 +375,8 @@ class Finetuner:
             best_score, best_epoch = state["best_score"], state["best_epoch"]
             best_state = state["best_decoder"]
             start_epoch = state["epoch"]
+            if probe is not None:
+                probe = EarlyStopProbe.from_state_dict(state["early_stop_probe"])
             logger.info("resuming %s after epoch %d", self.out_dir, start_epoch)
 
         stale = 0 if not history else start_epoch - best_epoch
@@ -450,6 +457,10 @@ class Finetuner:
                 )
             else:
                 stale += 1
+            if probe is not None:
+                probe.observe(
+                    epoch + 1, stale, best_epoch, best_state, decoder.state_dict(), cfg.keep_best
+                )
             for callback in self.on_epoch_end:
                 callback(record)
             if cfg.checkpoint_every and (
@@ -466,6 +477,7 @@ class Finetuner:
                         "best_decoder": best_state,
                         "strategy_state": _jsonable(self.strategy.state_dict()),
                         "identity": self._identity,
+                        "early_stop_probe": probe.state_dict() if probe is not None else None,
                     }
                 )
         bar.close()
@@ -492,6 +504,7 @@ class Finetuner:
             sweep,
             segmenter,
             _jsonable(self.strategy.state_dict()),
+            self._early_stop_outcome(probe, history, best_epoch, sweep, segmenter, val_ds),
         )
         if self.out_dir is not None and distributed.is_main():
             self.save(result, self.out_dir)
@@ -501,6 +514,47 @@ class Finetuner:
         distributed.barrier()
         self._ddp = None
         return result
+
+    def _early_stop_outcome(
+        self,
+        probe: EarlyStopProbe | None,
+        history: Sequence[EpochRecord],
+        best_epoch: int,
+        sweep: SweepResult,
+        segmenter: SamSegmenter,
+        val: Dataset,
+    ) -> EarlyStopOutcome | None:
+        """The probe's decoder with its own validation threshold; the run's own result where
+        the rule never fired before the last epoch (early stopping would have changed nothing)."""
+        cfg = self.config
+        if probe is None:
+            return None
+        decoder = self.model.sam.mask_decoder
+        fixed = len(history)
+        if probe.epochs_run is None or probe.decoder_state is None or probe.epochs_run >= fixed:
+            return EarlyStopOutcome(
+                patience=probe.patience,
+                monitor=cfg.monitor,
+                epochs_run=fixed,
+                epochs_fixed=fixed,
+                kept_epoch=best_epoch if cfg.keep_best and best_epoch else fixed,
+                threshold=sweep.best_threshold,
+                sweep=sweep,
+                decoder_state=copy.deepcopy(decoder.state_dict()),
+            )
+        outcome = EarlyStopOutcome(
+            patience=probe.patience,
+            monitor=cfg.monitor,
+            epochs_run=probe.epochs_run,
+            epochs_fixed=fixed,
+            kept_epoch=probe.kept_epoch or probe.epochs_run,
+            threshold=sweep.best_threshold,
+            sweep=sweep,
+            decoder_state=probe.decoder_state,
+        )
+        with outcome.applied(decoder):
+            own = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val)
+        return attrs.evolve(outcome, threshold=own.best_threshold, sweep=own)
 
     def _embed(self, dataset: Dataset) -> EmbeddingIndex:
         """Cache embeddings; under torchrun each rank computes its share, then all ranks wait."""

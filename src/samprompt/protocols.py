@@ -19,6 +19,7 @@ from samprompt.atomic import write_json_atomic
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.data.splits import cv_splits, train_val_test_split
+from samprompt.early_stopping import EarlyStopOutcome
 from samprompt.embeddings import EmbeddingCache
 from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_result_from_dict
 from samprompt.finetune import Finetuner
@@ -29,6 +30,7 @@ from samprompt.run_identity import claim_run_folder, describe_model, describe_st
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 
 __all__ = [
+    "FoldFit",
     "FoldResult",
     "ProtocolResult",
     "cross_dataset",
@@ -51,6 +53,7 @@ class FoldResult:
     val_ids: tuple[str, ...]
     history: tuple[dict[str, float], ...] = ()
     sweep: tuple[dict[str, float], ...] = ()
+    early_stop: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON layout (``metrics.json`` of a fold folder)."""
@@ -65,6 +68,8 @@ class FoldResult:
                 "sweep": list(self.sweep),
             }
         )
+        if self.early_stop is not None:
+            data["early_stop"] = self.early_stop
         return data
 
     @classmethod
@@ -79,6 +84,7 @@ class FoldResult:
             tuple(data["val_ids"]),
             tuple(data.get("history", ())),
             tuple(data.get("sweep", ())),
+            data.get("early_stop"),
         )
 
 
@@ -128,10 +134,20 @@ class ProtocolResult:
         }
 
 
-FitFn = Callable[
-    [Dataset, Dataset, "Path | None"],
-    tuple[Segmenter, float, tuple[dict[str, float], ...], tuple[dict[str, float], ...]],
-]
+@attrs.frozen
+class FoldFit:
+    """What fitting one fold gives :func:`run_folds`: the model, its validation threshold, the
+    training history and the validation sweep, and (with ``compare_patience``) what early
+    stopping would have kept."""
+
+    segmenter: Segmenter
+    threshold: float
+    history: tuple[dict[str, float], ...] = ()
+    sweep: tuple[dict[str, float], ...] = ()
+    early_stop: EarlyStopOutcome | None = None
+
+
+FitFn = Callable[[Dataset, Dataset, "Path | None"], FoldFit]
 
 
 def _sam_fit(
@@ -144,7 +160,7 @@ def _sam_fit(
 ) -> FitFn:
     """How one fold trains (or, with ``config=None``, only fits the prompts of) SAM."""
 
-    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
+    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> FoldFit:
         fold_strategy = copy.deepcopy(strategy)
         model.sam.mask_decoder.load_state_dict(initial_decoder)
         if config is not None:
@@ -152,8 +168,13 @@ def _sam_fit(
                 model, fold_strategy, config, cache=cache, out_dir=fold_dir, progress=progress
             )
             result = tuner.fit(train, val, resume=True)
-            history = tuple(attrs.asdict(r) for r in result.history)
-            return result.segmenter, result.threshold, history, tuple(result.sweep.rows())
+            return FoldFit(
+                result.segmenter,
+                result.threshold,
+                tuple(attrs.asdict(r) for r in result.history),
+                tuple(result.sweep.rows()),
+                result.early_stop,
+            )
         fold_strategy.fit(train)
         segmenter = SamSegmenter(
             model,
@@ -162,7 +183,7 @@ def _sam_fit(
             multimask_output=model.family_info.zero_shot_multimask,
         )
         sweep = Evaluator("low", DEFAULT_THRESHOLDS).threshold_sweep(segmenter, val)
-        return segmenter, sweep.best_threshold, (), tuple(sweep.rows())
+        return FoldFit(segmenter, sweep.best_threshold, (), tuple(sweep.rows()))
 
     return fit
 
@@ -196,12 +217,20 @@ def _run_fold(
         status = claim_run_folder(fold_dir, fold_identity, overwrite=overwrite)
         if status == "same" and (fold_dir / "metrics.json").is_file():
             return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
-    segmenter, threshold, history, sweep = fit(train, val, fold_dir)
+    fitted = fit(train, val, fold_dir)
     evaluator = Evaluator(resolution)
-    test_result = evaluator.evaluate(segmenter, test, threshold)
+    test_result = evaluator.evaluate(fitted.segmenter, test, fitted.threshold)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
     out = FoldResult(
-        fold, test_result, prior, threshold, tuple(train.ids), tuple(val.ids), history, sweep
+        fold,
+        test_result,
+        prior,
+        fitted.threshold,
+        tuple(train.ids),
+        tuple(val.ids),
+        fitted.history,
+        fitted.sweep,
+        _early_stop_scores(fitted, test, test_result, evaluator),
     )
     if fold_dir is not None:
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +238,34 @@ def _run_fold(
         # The fold's metrics.json is now its record; the resumable training state is not needed.
         (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
     return out
+
+
+def _early_stop_scores(
+    fitted: FoldFit, test: Dataset, fixed: EvalResult, evaluator: Evaluator
+) -> dict[str, Any] | None:
+    """Test scores of the decoder early stopping would have kept, beside the fixed run's, and
+    the training seconds each spent (every epoch's time as measured in this run)."""
+    outcome = fitted.early_stop
+    if outcome is None:
+        return None
+    if outcome.stopped:
+        segmenter = fitted.segmenter
+        if not isinstance(segmenter, SamSegmenter):
+            raise TypeError("early-stopping scores need a SamSegmenter")
+        with outcome.applied(segmenter.model.sam.mask_decoder):
+            early = evaluator.evaluate(segmenter, test, outcome.threshold)
+    else:
+        early = fixed
+    seconds = [float(h["seconds"]) for h in fitted.history]
+    return {
+        **outcome.summary(),
+        "f1_mean": early.f1_mean,
+        "f1_std": early.f1_std,
+        "iou_mean": early.iou_mean,
+        "iou_std": early.iou_std,
+        "training_s": sum(seconds[: outcome.epochs_run]),
+        "training_s_fixed": sum(seconds),
+    }
 
 
 def run_folds(
@@ -406,7 +463,7 @@ def unet_cross_validate(
 
     def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
         model, history = train_unet(train, val, unet_config, out_dir=fold_dir, progress=progress)
-        return model, model.threshold, tuple(attrs.asdict(r) for r in history), ()
+        return FoldFit(model, model.threshold, tuple(attrs.asdict(r) for r in history))
 
     return run_folds(
         "unet",
