@@ -106,7 +106,9 @@ def check_early_stopping_rows(out: Path, results: dict, report: str) -> None:
 
 
 @pytest.mark.slow
-def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
+def test_reproduce_quick_is_resumable_and_consistent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_folder_dataset(make_phantoms(8, 64, seed=3), tmp_path / "data")
     test_data = write_folder_dataset(make_phantoms(3, (64, 96), seed=4), tmp_path / "other")
     out = tmp_path / "run"
@@ -132,6 +134,11 @@ def test_reproduce_quick_is_resumable_and_consistent(tmp_path: Path) -> None:
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     results = check_report_matches_results(out)
+    printed = capsys.readouterr().out
+    fixed = sum(r["training_s_fixed"] for r in results["early_stopping"].values())
+    early = sum(r["training_s_early"] for r in results["early_stopping"].values())
+    assert "early stopping (patience 1 on val_loss) would have changed test F1 by " in printed
+    assert f"taken {early / fixed:.0%} of the fixed epochs' training time" in printed
     # The training images came from the first run's cache; only the cross-dataset images (used
     # after the kill) were encoded, once each.
     assert results["meta"]["encoder_calls"] == 3
