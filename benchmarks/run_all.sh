@@ -14,3 +14,5 @@ for bench in roofline encoder_throughput decoder_step precision protocol_cost me
   if [ "$device" = cpu ] && [ "$bench" = roofline ]; then extra=(--precisions fp32); fi
   "$python" "$bench.py" --device "$device" "${extra[@]}"
 done
+echo "=== startup"
+"$python" startup.py

@@ -31,6 +31,49 @@ def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0 and "--prompt-param" in finetune and "1e-5" in finetune
 
 
+_HEAVY = ("torch", "torchvision", "segment_anything", "monai", "matplotlib")
+
+
+def test_help_and_argument_errors_import_nothing_heavy() -> None:
+    """--help and a bad argument answer in a fraction of a second: no PyTorch, no MONAI."""
+    probe = (
+        "import sys\n"
+        "from samprompt.cli import main\n"
+        "for argv in (['--help'], ['finetune', '--help'], ['finetune', '--epochs', 'x']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as done:\n"
+        "        print('exit', done.code)\n"
+        f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("exit 0") == 2 and "exit 2" in out.stdout
+    assert "invalid int value: 'x'" in out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_format_names_are_the_readers() -> None:
+    from samprompt.cli import FORMAT_NAMES
+    from samprompt.commands import FORMATS
+
+    assert sorted(FORMAT_NAMES) == sorted(FORMATS)
+
+
+def test_package_names_load_on_first_use() -> None:
+    import samprompt
+
+    probe = "import sys, samprompt; print('torch' in sys.modules)"
+    light = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert light.stdout.strip() == "False", light.stderr
+    for name in samprompt.__all__:
+        value = getattr(samprompt, name)
+        if name != "__version__":
+            assert value.__name__ == name and name in dir(samprompt)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        samprompt.Nope  # noqa: B018
+
+
 def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["embed", "--data", str(tmp_path / "none"), "--checkpoint", "random:tiny", "-q"])
     assert code == 2
@@ -282,7 +325,8 @@ def test_litemedsam_trained_on_shenzhen_scores_unseen_xrays_as_its_predicted_png
 
 
 def test_early_stopping_flags_reach_the_config() -> None:
-    from samprompt.cli import _config, build_parser
+    from samprompt.cli import build_parser
+    from samprompt.commands import _config
 
     args = build_parser().parse_args(
         ["finetune", "--data", "d", "--out", "o", "--monitor", "val_f1", "--patience", "7"]

@@ -171,7 +171,8 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_random_spec_default_lr_is_larger(tiny: LoadedSam) -> None:
-    from samprompt.cli import _config, build_parser
+    from samprompt.cli import build_parser
+    from samprompt.commands import _config
 
     args = build_parser().parse_args(
         ["finetune", "--data", "d", "--checkpoint", "random:tiny", "--out", "o"]

@@ -25,6 +25,7 @@ from samprompt.data.preprocess import PREPROCESSING_VERSION, preprocess_image
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.errors import ConfigError, SampromptError
 from samprompt.hashing import array_sha256
+from samprompt.locations import default_cache_dir
 from samprompt.model import LoadedSam
 
 __all__ = [
@@ -34,12 +35,6 @@ __all__ = [
     "EmbeddingIndex",
     "default_cache_dir",
 ]
-
-
-def default_cache_dir() -> Path:
-    """``$SAMPROMPT_CACHE`` or ``~/.cache/samprompt/embeddings``."""
-    env = os.environ.get("SAMPROMPT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "samprompt" / "embeddings"
 
 
 @attrs.define
