@@ -141,6 +141,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(data: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """The paper's 60/20/20 train/validation/test split of ``data``."""
+    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), seed)
+    return data.subset(split.train), data.subset(split.val), data.subset(split.test)
+
+
 def _fit_and_report(
     args: argparse.Namespace,
     model: LoadedSam,
@@ -149,8 +155,7 @@ def _fit_and_report(
     strategy: PromptStrategy,
     config: FinetuneConfig,
 ) -> int:
-    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
-    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+    train, val, test = _split(data, args.seed)
     cache = _cache(args)
     main_rank = distributed.is_main()
     tuner = Finetuner(
@@ -416,8 +421,7 @@ def cmd_baseline_unet(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     data = _load_dataset(args.data, args.format, args.skip_invalid)
-    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), args.seed)
-    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
+    train, val, test = _split(data, args.seed)
     config = UNetConfig(epochs=args.epochs, seed=args.seed, device=args.device)
     out = Path(args.out)
     model, history = train_unet(train, val, config, out_dir=out, progress=not args.quiet)
