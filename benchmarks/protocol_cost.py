@@ -36,10 +36,10 @@ def main() -> None:
     data = make_phantoms(args.images, 96, seed=0)
     with tempfile.TemporaryDirectory() as root:
         settings = ReproduceSettings(out=Path(root) / "run", quick=True, device=args.device)
-        results = run_reproduce(
+        result = run_reproduce(
             data, load_sam("random:tiny"), settings, progress=False, log=lambda _: None
         )
-    counted = results["meta"]["encoder_calls"]
+    counted = result.meta.encoder_calls
     quick = settings.effective()
     full = ReproduceSettings(out=Path("unused"))
     rows = [

@@ -25,8 +25,8 @@ else:
         True,
     )
 
-results = run_reproduce(data, load_sam(checkpoint), ReproduceSettings(out=out, quick=quick))
+result = run_reproduce(data, load_sam(checkpoint), ReproduceSettings(out=out, quick=quick))
 print(
-    f"point prompts, fine-tuned: F1 {results['finetuned']['points']['f1_mean']:.3f}; "
-    f"U-Net {results['unet']['f1_mean']:.3f}; see {out / 'report.md'}"
+    f"point prompts, fine-tuned: F1 {result.finetuned['points'].scores.f1_mean:.3f}; "
+    f"U-Net {result.unet.scores.f1_mean:.3f}; see {out / 'report.md'}"
 )

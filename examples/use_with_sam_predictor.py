@@ -18,6 +18,7 @@ from segment_anything import SamPredictor
 
 from samprompt import Finetuner
 from samprompt.data import ImageFolder
+from samprompt.interop import PromptedPredictor
 
 model_dir, images_dir = sys.argv[1:3]
 segmenter = Finetuner.load(model_dir)  # the base SAM with the fine-tuned decoder loaded
@@ -27,7 +28,7 @@ images = ImageFolder(images_dir)
 predictor = SamPredictor(segmenter.model.sam)
 logit_threshold = math.log(segmenter.threshold / (1 - segmenter.threshold))
 # 2. The same, ready-made: samprompt.interop.PromptedPredictor.
-ready = segmenter.predictor()
+ready = PromptedPredictor(segmenter)
 
 for sample, (ident, expected) in zip(images, segmenter.predict_masks(images), strict=True):
     rgb = np.repeat(sample.image[..., None], 3, axis=2) if sample.image.ndim == 2 else sample.image

@@ -15,9 +15,10 @@ from samprompt.data import make_phantoms, write_folder_dataset
 def test_unet_learns_phantoms_and_round_trips(tmp_path: Path) -> None:
     data = make_phantoms(24, 64, seed=12)
     train, val, test = data[:16], data[16:20], data[20:]
-    model, history = train_unet(
+    fitted = train_unet(
         train, val, UNetConfig(epochs=6, batch_size=4), out_dir=tmp_path / "unet", progress=False
     )
+    model, history = fitted.model, fitted.history
     assert history[-1].train_loss < history[0].train_loss
     evaluator = Evaluator()
     unet_f1 = evaluator.evaluate(model, test).f1_mean

@@ -337,3 +337,19 @@ def test_early_stopping_flags_reach_the_config() -> None:
     assert (default.monitor, default.patience) == ("val_loss", None)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["finetune", "--data", "d", "--out", "o", "--monitor", "iou"])
+
+
+def test_zero_shot_cv_scores_at_the_resolution_its_report_names(tmp_path: Path) -> None:
+    """``cv --zero-shot --resolution original`` scores at image size, as its summary says."""
+    data = write_folder_dataset(make_phantoms(10, (96, 128), seed=5), tmp_path / "data")
+    out = tmp_path / "zs"
+    argv = ["cv", "--data", str(data), "--checkpoint", "random:tiny", "--zero-shot"]
+    argv += ["--folds", "2", "--resolution", "original", "--cache", str(tmp_path / "c")]
+    assert main([*argv, "--out", str(out), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = (out / "summary.md").read_text()
+    assert "evaluation resolution: original image size" in summary
+    assert metrics["resolution"] == "original"
+    assert all(f["resolution"] == "original" for f in metrics["folds"])
+    assert "resolution: original" in summary
+    assert (out / "finished.json").is_file()

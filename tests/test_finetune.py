@@ -107,6 +107,7 @@ def test_saved_model_reloads_and_refuses_another_base(
         "model.json",
         "history.json",
         "run.json",
+        "finished.json",
     }
     assert all(
         (out / name).stat().st_mode & 0o044 for name in ("decoder.safetensors", "model.json")

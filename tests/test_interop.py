@@ -25,6 +25,7 @@ from samprompt import (
 )
 from samprompt.cli import main
 from samprompt.data import make_phantoms
+from samprompt.interop import PromptedPredictor
 from samprompt.saved import save_sam_model
 
 
@@ -105,7 +106,7 @@ def test_litemedsam_export_is_reproduced_by_outside_code(
     segmenter = Finetuner.load(run, cache=EmbeddingCache(cache, progress=False))
     odd = make_phantoms(1, (200, 240), seed=3)[0]
     images = [*make_phantoms(2, 256, seed=9, jitter=0.05), Sample("odd", odd.image, odd.mask)]
-    predictor = segmenter.predictor()
+    predictor = PromptedPredictor(segmenter)
     for sample, (_, expected) in zip(images, segmenter.predict_masks(images), strict=True):
         assert expected.any()
         outside = _outside_litemedsam(file, side, sample.image)

@@ -117,7 +117,7 @@ def test_reproduce_quick_is_resumable_and_consistent(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    marker = out / "finetune" / "box" / "fold_0" / "metrics.json"
+    marker = out / "finetune" / "box" / "fold_0" / "finished.json"
     deadline = time.monotonic() + 600
     while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -125,10 +125,13 @@ def test_reproduce_quick_is_resumable_and_consistent(
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "results.json").exists()
+    # A sub-run is finished when its completion marker (written after metrics.json) exists.
     finished = {
-        p: p.stat().st_mtime_ns for p in out.rglob("fold_*/metrics.json")
-    }  # one per sub-run
-    assert marker in finished and len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
+        p.with_name("metrics.json"): p.with_name("metrics.json").stat().st_mtime_ns
+        for p in out.rglob("fold_*/finished.json")
+    }
+    assert marker.with_name("metrics.json") in finished
+    assert len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
     rerun = _reproduce(data, out, "--test-data", str(test_data), "--compare-patience", "1")
     assert main(rerun) == 0  # in this process
     for path, mtime in finished.items():

@@ -36,7 +36,8 @@ from samprompt.data import make_phantoms, read_mask, write_folder_dataset
 from samprompt.data.readers import FolderDataset
 from samprompt.plugins import register_plugin
 from samprompt.protocols import cross_validate
-from samprompt.run_identity import claim_run_folder, differences
+from samprompt.run_identity import differences
+from samprompt.runs import RunFolder
 from tests.conftest import count_encoder_calls
 
 
@@ -79,16 +80,16 @@ def test_claim_refuses_files_it_does_not_know_and_non_folders(tmp_path: Path) ->
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not empty"):
-        claim_run_folder(tmp_path / "busy", {"a": 1})
+        RunFolder.claim(tmp_path / "busy", {"a": 1})
     assert (tmp_path / "busy" / "notes.txt").exists()  # nothing touched
     (tmp_path / "file").write_text("")
     with pytest.raises(RunFolderError, match="not a folder"):
-        claim_run_folder(tmp_path / "file", {"a": 1})
-    assert claim_run_folder(tmp_path / "new", {"a": 1, "b": {"c": 2}}) == "new"
-    assert claim_run_folder(tmp_path / "new", {"b": {"c": 2}}) == "same"  # a subset claims it
+        RunFolder.claim(tmp_path / "file", {"a": 1})
+    assert RunFolder.claim(tmp_path / "new", {"a": 1, "b": {"c": 2}}).status == "new"
+    assert RunFolder.claim(tmp_path / "new", {"b": {"c": 2}}).status == "same"  # a subset claims it
     assert differences({"b": {"c": 3}}, {"b": {"c": 2}}) == ["b.c: 2 there, 3 now"]
     with pytest.raises(RunFolderError, match="non-finite"):
-        claim_run_folder(tmp_path / "nan", {"lr": math.nan})
+        RunFolder.claim(tmp_path / "nan", {"lr": math.nan})
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
@@ -98,7 +99,7 @@ def test_read_only_out_is_one_clear_error(tmp_path: Path) -> None:
     folder.chmod(0o500)
     try:
         with pytest.raises(RunFolderError, match="cannot write"):
-            claim_run_folder(folder, {"a": 1})
+            RunFolder.claim(folder, {"a": 1})
     finally:
         folder.chmod(0o700)
 

@@ -7,8 +7,6 @@ The U-Net sees the same frame as SAM's decoder: the grey image resized so its lo
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,23 +17,23 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNet
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from safetensors.torch import load_file
 
-from samprompt import __version__
-from samprompt.atomic import mark_permissions, write_json_atomic
+from samprompt._version import __version__
+from samprompt.atomic import save_safetensors_atomic, write_json_atomic
 from samprompt.config import FinetuneConfig
-from samprompt.data.preprocess import low_res_target, valid_shape
-from samprompt.data.sample import Dataset, as_dataset
+from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.errors import CheckpointError, ConfigError
-from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator
-from samprompt.finetune import EpochRecord, loss_function
+from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator, SweepResult
+from samprompt.frames import LOW_RES, check_resolution, low_res_target, valid_shape
 from samprompt.hashing import file_sha256
 from samprompt.saved import FORMAT, FORMAT_VERSION, check_weights_hash, read_model_json
+from samprompt.training.loop import run_epochs, track_best
+from samprompt.training.records import EpochRecord, loss_function
+from samprompt.training.state import RunState
+from samprompt.training.unet_step import UNetStep
 
-__all__ = ["UNetConfig", "UNetSegmenter", "load_unet_model", "train_unet"]
-
-SIDE = 256
+__all__ = ["UNetConfig", "UNetFit", "UNetSegmenter", "load_unet_model", "train_unet"]
 
 
 @attrs.frozen
@@ -88,21 +86,21 @@ class UNetConfig:
 
 
 def _grey_input(image: np.ndarray) -> np.ndarray:
-    """``(SIDE, SIDE)`` float32 in [0, 1]: longest side resized to SIDE, padded bottom/right."""
+    """``(LOW_RES, LOW_RES)`` float32 in [0, 1]: longest side resized to LOW_RES, padded bottom/right."""
     grey = image if image.ndim == 2 else np.asarray(Image.fromarray(image).convert("L"))
-    h, w = valid_shape(grey.shape[0], grey.shape[1], SIDE)
+    h, w = valid_shape(grey.shape[0], grey.shape[1], LOW_RES)
     small = (
         np.asarray(Image.fromarray(grey).resize((w, h), Image.Resampling.BILINEAR), np.float32)
         / 255.0
     )
-    out = np.zeros((SIDE, SIDE), np.float32)
+    out = np.zeros((LOW_RES, LOW_RES), np.float32)
     out[:h, :w] = small
     return out
 
 
 def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     images = np.stack([_grey_input(s.image) for s in data])[:, None]
-    masks = np.stack([low_res_target(s.require_mask(), SIDE) for s in data])[:, None]
+    masks = np.stack([low_res_target(s.require_mask(), LOW_RES) for s in data])[:, None]
     return torch.from_numpy(images), torch.from_numpy(masks).float()
 
 
@@ -118,8 +116,7 @@ class UNetSegmenter:
 
     def predict_proba(self, samples: Dataset, *, resolution: str = "low") -> Iterator[np.ndarray]:
         """Probabilities in the low-res frame (cropped) or at each image's size."""
-        if resolution not in ("low", "original"):
-            raise ConfigError(f"resolution must be 'low' or 'original', got {resolution!r}")
+        check_resolution(resolution)
         dataset = as_dataset(samples)
         device = self.config.device
         self.net.to(device)
@@ -133,7 +130,7 @@ class UNetSegmenter:
             with torch.inference_mode():
                 logits = self.net(x).float().cpu()
             for sample, item in zip(batch, logits, strict=True):
-                h, w = valid_shape(*sample.size, SIDE)
+                h, w = valid_shape(*sample.size, LOW_RES)
                 crop = item[:, :h, :w]
                 if resolution == "original":
                     crop = F.interpolate(
@@ -145,11 +142,7 @@ class UNetSegmenter:
         """Write ``unet.safetensors`` and ``model.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        tmp = folder / "unet.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        mark_permissions(tmp)
-        tmp.replace(folder / "unet.safetensors")
+        save_safetensors_atomic(folder / "unet.safetensors", self.net.state_dict())
         config = attrs.asdict(self.config)
         write_json_atomic(
             folder / "model.json",
@@ -167,68 +160,59 @@ class UNetSegmenter:
         return folder
 
 
+@attrs.frozen(eq=False)
+class UNetFit:
+    """What :func:`train_unet` returns: the model (threshold chosen on validation), its history
+    and the validation sweep."""
+
+    model: UNetSegmenter
+    history: tuple[EpochRecord, ...]
+    sweep: SweepResult
+
+
 def train_unet(
-    train: Dataset | Sequence[Any],
-    val: Dataset | Sequence[Any],
+    train: Dataset | Sequence[Sample],
+    val: Dataset | Sequence[Sample],
     config: UNetConfig | None = None,
     *,
     out_dir: str | Path | None = None,
     progress: bool = True,
-) -> tuple[UNetSegmenter, list[EpochRecord]]:
-    """Train the U-Net from scratch with MONAI ``DiceFocalLoss``; keep the epoch with the lowest
-    validation loss; pick the threshold on validation. Returns the model and its history."""
+) -> UNetFit:
+    """Train the U-Net from scratch with MONAI ``DiceFocalLoss`` in the loop SAM's decoder trains
+    in (:mod:`samprompt.training`); keep the epoch with the lowest validation loss; pick the
+    threshold on validation. With ``out_dir``, write the model folder there."""
     config = config or UNetConfig()
     train_ds, val_ds = as_dataset(train), as_dataset(val)
     torch.manual_seed(config.seed)
     net = config.build().to(config.device)
-    x_train, y_train = _tensors(train_ds)
-    x_val, y_val = _tensors(val_ds)
-    loss_fn = loss_function(FinetuneConfig())
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    history: list[EpochRecord] = []
-    best = (float("inf"), copy.deepcopy(net.state_dict()))
-    bar = tqdm(range(config.epochs), desc="U-Net", unit="epoch", disable=not progress)
-    for epoch in bar:
-        tick = time.perf_counter()
-        net.train()
-        order = torch.randperm(
-            len(x_train), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        )
-        losses = []
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = loss_fn(net(x_train[idx].to(config.device)), y_train[idx].to(config.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()) * len(idx))
-        net.eval()
-        with torch.inference_mode():
-            val_logits = torch.cat(
-                [net(x_val[i : i + 16].to(config.device)).cpu() for i in range(0, len(x_val), 16)]
-            )
-            val_loss = float(loss_fn(val_logits, y_val))
-            inter = ((val_logits > 0) & (y_val > 0)).flatten(1).sum(1).float()
-            denom = ((val_logits > 0).flatten(1).sum(1) + (y_val > 0).flatten(1).sum(1)).float()
-            val_f1 = float(
-                torch.where(
-                    denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom)
-                ).mean()
-            )
-        record = EpochRecord(
-            epoch + 1, sum(losses) / len(x_train), val_loss, val_f1, time.perf_counter() - tick
-        )
-        history.append(record)
-        bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}")
-        if val_loss < best[0]:
-            best = (val_loss, copy.deepcopy(net.state_dict()))
-    net.load_state_dict(best[1])
+    step = UNetStep(
+        net,
+        _tensors(train_ds),
+        _tensors(val_ds),
+        optimizer,
+        loss_function(FinetuneConfig()),
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=config.device,
+        lr=config.lr,
+    )
+    state = run_epochs(
+        step,
+        RunState(net, optimizer),
+        epochs=config.epochs,
+        handlers=[track_best("val_loss")],
+        desc="U-Net",
+        progress=progress,
+    )
+    net.load_state_dict(state.best_weights)
     model = UNetSegmenter(net, config)
     sweep = Evaluator("low", config.thresholds).threshold_sweep(model, val_ds)
     model.threshold = sweep.best_threshold
     if out_dir is not None:
-        model.save(out_dir, {"history": [attrs.asdict(r) for r in history], "sweep": sweep.rows()})
-    return model, history
+        history = [attrs.asdict(r) for r in state.history]
+        model.save(out_dir, {"history": history, "sweep": sweep.rows()})
+    return UNetFit(model, tuple(state.history), sweep)
 
 
 def load_unet_model(folder: str | Path, *, device: str = "cpu") -> UNetSegmenter:

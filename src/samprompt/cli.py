@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from samprompt._version import __version__
 from samprompt.errors import SampromptError
@@ -34,17 +35,60 @@ weights (tests and controls only: their numbers say nothing about SAM).
 
 
 # ------------------------------------------------------------------ parser
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder")
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options several commands share, each defined once (argparse parent parsers)."""
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    seed = argparse.ArgumentParser(add_help=False)
+    seed.add_argument(
+        "--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)"
+    )
+    overwrite = argparse.ArgumentParser(add_help=False)
+    overwrite.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty --out and start afresh; without it, a folder holding another run (other "
+        "model, prompts, settings or data) is refused and one holding this run is reused",
+    )
+    return {"quiet": quiet, "device": device, "seed": seed, "overwrite": overwrite}
+
+
+def _format_arg(p: argparse.ArgumentParser, *flags: str, dest: str = "format") -> None:
     p.add_argument(
-        "--format",
+        *flags,
+        dest=dest,
         choices=sorted(FORMAT_NAMES),
         default="folder",
         help="layout: folder = DIR/images/<id>.png + DIR/masks/<id>.png (default); "
         "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
         "shenzhen = CXR_png + mask/<id>_mask.png",
     )
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder")
+    _format_arg(p, "--format")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="autocast dtype (default fp32)",
+    )
+
+
+def _resolution_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resolution",
+        choices=["low", "original"],
+        default="low",
+        help="evaluate in the 256x256 low-res frame (the paper, default) or at image size",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser, checkpoint_default: str | None = DEFAULT_MODEL) -> None:
@@ -63,26 +107,11 @@ def _run_args(p: argparse.ArgumentParser, checkpoint_default: str | None = DEFAU
         default=str(default_cache_dir()),
         help="embedding cache folder (default %(default)s)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="autocast dtype (default fp32)",
-    )
+    _precision_arg(p)
     p.add_argument(
         "--embed-batch-size", type=int, default=1, help="images per encoder call (default 1)"
     )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)"
-    )
-    p.add_argument(
-        "--resolution",
-        choices=["low", "original"],
-        default="low",
-        help="evaluate in the 256x256 low-res frame (the paper, default) or at image size",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _resolution_arg(p)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -153,35 +182,14 @@ def _threshold_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _overwrite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="empty --out and start afresh; without it, a folder holding another run (other "
-        "model, prompts, settings or data) is refused and one holding this run is reused",
-    )
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Parents = dict[str, argparse.ArgumentParser]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``samprompt`` command (also used to document the CLI)."""
-    parser = argparse.ArgumentParser(
-        prog="samprompt",
-        description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary\n"
-        "medical image segmentation. Image embeddings are computed once and cached.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the full traceback of an error (also: environment variable SAMPROMPT_DEBUG=1)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_demo(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "demo",
+        parents=[parents["quiet"], parents["overwrite"]],
         help="pretrained LiteMedSAM fine-tuned on synthetic phantoms (a few minutes on 2 cores)",
         description="Zero-shot vs fine-tuned LiteMedSAM (pretrained, built in) vs a "
         "random-encoder control vs the mean-mask floor, on synthetic chest phantoms: embed, fit, "
@@ -196,11 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="training epochs of the fine-tuned model and of the control (default 10)",
     )
     p.add_argument("--images", type=int, default=30, help="number of phantom images (default 30)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler="cmd_demo")
 
+
+def _add_reproduce(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "reproduce",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
         help="every table and figure of the paper in one resumable run",
         epilog=EPILOG,
         description="Zero-shot SAM, threshold sweeps, the lr x weight-decay grid, fine-tuned "
@@ -208,20 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the mean-mask prior; writes report.md, results.json and figures/. Rerunning "
         "with the same arguments reuses cached embeddings and finished sub-runs.",
     )
-    p.add_argument(
-        "--dataset",
-        choices=["montgomery", "shenzhen", "folder"],
-        default="folder",
-        help="layout of --data: montgomery/shenzhen = official layouts, folder = images/ + masks/",
-    )
     p.add_argument("--data", required=True, help="dataset folder")
+    _format_arg(p, "--format", "--dataset")
     p.add_argument("--test-data", default=None, help="second dataset for the cross-dataset tables")
-    p.add_argument(
-        "--test-format",
-        choices=sorted(FORMAT_NAMES),
-        default="folder",
-        help="layout of --test-data",
-    )
+    _format_arg(p, "--test-format", dest="test_format")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
     p.add_argument(
         "--checkpoint",
@@ -249,16 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke-test size: 24 images, 2 folds, 2 epochs, 2-point grid, 2 U-Net epochs",
     )
     p.add_argument("--cache", default=None, help="embedding cache (default OUT/cache)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _precision_arg(p)
     p.set_defaults(handler="cmd_reproduce")
 
+
+def _add_baseline(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser("baseline", help="baselines that need no SAM weights")
     baselines = p.add_subparsers(dest="baseline", required=True, metavar="BASELINE")
     p = baselines.add_parser(
         "unet",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
         help="train a MONAI U-Net from scratch on a 60/20/20 split",
         description="Writes a model folder that `samprompt evaluate` and `samprompt predict` "
         "accept, plus metrics.json, summary.md and learning_curve.png.",
@@ -266,27 +266,34 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--out", required=True, help="model folder")
     p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument(
-        "--resolution", choices=["low", "original"], default="low", help="evaluation resolution"
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _resolution_arg(p)
     p.set_defaults(handler="cmd_baseline_unet")
 
+
+def _add_plugins(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "plugins",
         help="list installed prompt strategies and model families, and where they come from",
     )
     p.set_defaults(handler="cmd_plugins")
 
-    p = sub.add_parser("embed", help="compute and cache image embeddings", epilog=EPILOG)
+
+def _add_embed(sub: _Subparsers, parents: Parents) -> None:
+    p = sub.add_parser(
+        "embed",
+        parents=[parents[k] for k in ("quiet", "device", "seed")],
+        help="compute and cache image embeddings",
+        epilog=EPILOG,
+    )
     _data_args(p)
     _run_args(p)
     p.set_defaults(handler="cmd_embed")
 
+
+def _add_finetune(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "finetune",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
         help="fine-tune the mask decoder on a 60/20/20 split",
         epilog=EPILOG,
         description="Train on 60%, pick epoch and threshold on 20%, report on the last 20%. "
@@ -298,10 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    _overwrite_arg(p)
     p.set_defaults(handler="cmd_finetune")
 
-    p = sub.add_parser("cv", help="k-fold cross-validation (the paper's protocol)", epilog=EPILOG)
+
+def _add_cv(sub: _Subparsers, parents: Parents) -> None:
+    p = sub.add_parser(
+        "cv",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
+        help="k-fold cross-validation (the paper's protocol)",
+        epilog=EPILOG,
+    )
     _data_args(p)
     _run_args(p)
     _train_args(p)
@@ -310,20 +323,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds"
     )
     p.add_argument("--out", required=True, help="output folder (one resumable sub-folder per fold)")
-    _overwrite_arg(p)
     p.set_defaults(handler="cmd_cv")
 
-    p = sub.add_parser("evaluate", help="score a saved model on a labelled dataset", epilog=EPILOG)
+
+def _add_evaluate(sub: _Subparsers, parents: Parents) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
+        help="score a saved model on a labelled dataset",
+        epilog=EPILOG,
+    )
     p.add_argument("--model", required=True, help="model folder from finetune (or baseline unet)")
     _data_args(p)
     _run_args(p, checkpoint_default=None)
     _threshold_arg(p)
     p.add_argument("--out", required=True, help="report folder")
-    _overwrite_arg(p)
     p.set_defaults(handler="cmd_evaluate")
 
+
+def _add_predict(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "predict",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
         help="write binary masks for new images",
         epilog=EPILOG,
         description="Writes <id>.png masks (0/255) at each image's own size.",
@@ -339,9 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p, checkpoint_default=None)
     _threshold_arg(p)
     p.add_argument("--out", required=True, help="output folder")
-    _overwrite_arg(p)
     p.set_defaults(handler="cmd_predict")
 
+
+def _add_export(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "export",
         help="write the fine-tuned model as a full SAM / LiteMedSAM checkpoint or as ONNX",
@@ -384,6 +406,43 @@ def build_parser() -> argparse.ArgumentParser:
         "input size)",
     )
     p.set_defaults(handler="cmd_export")
+
+
+#: One adder per command, in the order ``samprompt --help`` lists them.
+_COMMANDS = (
+    _add_demo,
+    _add_reproduce,
+    _add_baseline,
+    _add_plugins,
+    _add_embed,
+    _add_finetune,
+    _add_cv,
+    _add_evaluate,
+    _add_predict,
+    _add_export,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``samprompt`` command (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="samprompt",
+        description="Fine-tune only the mask decoder of Segment Anything (SAM) for binary\n"
+        "medical image segmentation. Image embeddings are computed once and cached.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also: environment variable SAMPROMPT_DEBUG=1)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parents = _parents()
+    for add in _COMMANDS:
+        add(sub, parents)
     return parser
 
 

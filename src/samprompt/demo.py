@@ -19,11 +19,9 @@ from typing import Any
 
 import attrs
 
-from samprompt.atomic import write_json_atomic
 from samprompt.config import FinetuneConfig
 from samprompt.data.phantoms import make_phantoms
 from samprompt.data.sample import Dataset
-from samprompt.data.splits import train_val_test_split
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import RandomWeightsWarning
 from samprompt.evaluate import EvalResult, Evaluator
@@ -37,7 +35,9 @@ from samprompt.report import (
     plot_learning_curves,
     plot_overlays,
 )
+from samprompt.runs import RunFolder
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter
+from samprompt.workflows import Splits, split_60_20_20
 
 __all__ = ["DemoRow", "run_demo"]
 
@@ -47,6 +47,15 @@ CONTROL_MODEL = "random:tiny"
 PHANTOM_SIZE = 256
 #: Chests move, scale and vary in contrast, so the mean mask is no free answer (as on real data).
 PHANTOM_JITTER = 0.08
+#: The files a finished demo holds (printed at the end).
+OUTPUTS = (
+    "summary.md",
+    "metrics.json",
+    "comparison.png",
+    "learning_curves.png",
+    "overlays.png",
+    "model/model.json",
+)
 
 
 @attrs.frozen
@@ -82,36 +91,147 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - tick
 
 
-def _zero_shot(
-    model: LoadedSam, train: Dataset, val: Dataset, test: Dataset, cache: EmbeddingCache
-) -> EvalResult:
+def _zero_shot(model: LoadedSam, parts: Splits, cache: EmbeddingCache) -> EvalResult:
     strategy = get_strategy("mean-points")
-    strategy.fit(train)
+    strategy.fit(parts.train)
     segmenter = SamSegmenter(
         model, strategy, cache, multimask_output=model.family_info.zero_shot_multimask
     )
     evaluator = Evaluator("low")
-    threshold = evaluator.threshold_sweep(segmenter, val).best_threshold
-    return evaluator.evaluate(segmenter, test, threshold)
+    threshold = evaluator.threshold_sweep(segmenter, parts.val).best_threshold
+    return evaluator.evaluate(segmenter, parts.test, threshold)
 
 
 def _fine_tune(
     model: LoadedSam,
     config: FinetuneConfig,
-    train: Dataset,
-    val: Dataset,
+    parts: Splits,
     cache: EmbeddingCache,
     out: Path,
     progress: bool,
 ) -> FitResult:
+    """Fine-tune into ``out``, resuming an interrupted run of the same settings."""
     tuner = Finetuner(
         model, get_strategy("mean-points"), config, cache=cache, out_dir=out, progress=progress
     )
-    return tuner.fit(train, val)
+    return tuner.fit(parts.train, parts.val, resume=True)
+
+
+@attrs.frozen(eq=False)
+class _Trained:
+    """The demo's rows and the two fits whose curves and masks it plots."""
+
+    rows: tuple[DemoRow, ...]
+    fitted: FitResult
+    control: FitResult
+    embed_seconds: float
+    lrs: dict[str, float]
+
+
+def _train_and_score(
+    run: RunFolder, data: Dataset, parts: Splits, epochs: int, progress: bool
+) -> _Trained:
+    """Zero-shot, fine-tuned, control and floor on the test split, each timed."""
+    cache = EmbeddingCache(run.path("cache"), progress=progress)
+    model = load_sam(DEMO_MODEL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the control is random on purpose
+        control = load_sam(CONTROL_MODEL)
+    evaluator = Evaluator("low")
+    (_, embed_seconds) = _timed(lambda: cache.embed(model, data))
+    zero_shot, zs_seconds = _timed(lambda: _zero_shot(model, parts, cache))
+    config = FinetuneConfig(epochs=epochs, batch_size=8)
+    fitted, ft_seconds = _timed(
+        lambda: _fine_tune(model, config, parts, cache, run.path("model"), progress)
+    )
+    ctrl, ctrl_seconds = _timed(
+        lambda: _fine_tune(control, config, parts, cache, run.path("control"), progress)
+    )
+    rows = (
+        DemoRow.of("zero-shot", model.description, zero_shot, zs_seconds),
+        DemoRow.of(
+            "fine-tuned", model.description, evaluator.evaluate(fitted.segmenter, parts.test),
+            ft_seconds,
+        ),
+        DemoRow.of(
+            "random-encoder control", control.description,
+            evaluator.evaluate(ctrl.segmenter, parts.test), ctrl_seconds,
+        ),
+        DemoRow.of(
+            "mean-mask floor", "training split's mean mask",
+            evaluator.evaluate(MeanMaskPrior().fit(parts.train), parts.test, 0.5), 0.0,
+        ),
+    )  # fmt: skip
+    lrs = {"fine-tuned": model.recommended_lr, "control": control.recommended_lr}
+    return _Trained(rows, fitted, ctrl, embed_seconds, lrs)
+
+
+def _plots(run: RunFolder, trained: _Trained, test: Dataset, fine_tuned: EvalResult) -> None:
+    rows = trained.rows
+    plot_comparison(
+        [(r.name, r.f1_mean, r.f1_std) for r in rows],
+        run.path("comparison.png"),
+        f"Test F1 on {len(test)} phantoms",
+    )
+    plot_learning_curves(
+        {
+            "LiteMedSAM fine-tuned": [attrs.asdict(r) for r in trained.fitted.history],
+            "random-encoder control": [attrs.asdict(r) for r in trained.control.history],
+        },
+        run.path("learning_curves.png"),
+        "Validation F1 per epoch (threshold 0.5)",
+    )
+    ranked = sorted(zip(fine_tuned.per_image, test, strict=True), key=lambda pair: pair[0].f1)
+    picks = ranked[:2] + ranked[2:][-2:]  # no image twice when the test split is small
+    masks = dict(trained.fitted.segmenter.predict_masks(test))
+    plot_overlays(
+        [(s.id, smp.image, smp.require_mask(), masks[s.id], s.f1) for s, smp in picks],
+        run.path("overlays.png"),
+        "Fine-tuned LiteMedSAM: worst two and best two test phantoms",
+    )
+
+
+def _print_table(rows: tuple[DemoRow, ...], out: Path, seconds: float, embed: float) -> None:
+    table = [
+        [
+            r.name,
+            format_pm(r.f1_mean, r.f1_std),
+            format_pm(r.iou_mean, r.iou_std),
+            f"{r.seconds:.0f}",
+        ]
+        for r in rows
+    ]
+    print()
+    print(markdown_table(["", "test F1", "IoU", "seconds"], table))
+    print(f"\n{seconds:.0f} s in all (embedding {embed:.0f} s); outputs in {out.resolve()}:")
+    for name in OUTPUTS:
+        print(f"  {out / name}")
+
+
+def _metrics(
+    trained: _Trained, parts: Splits, epochs: int, fine_tuned: EvalResult, seconds: float
+) -> dict[str, Any]:
+    """What ``metrics.json`` holds."""
+    return {
+        "rows": [attrs.asdict(r) for r in trained.rows],
+        "split": parts.sizes(0),
+        "epochs": epochs,
+        "lr": trained.lrs,
+        "prompts": "mean-points (fixed points from the training mean mask)",
+        "resolution": "low",
+        "embedding_seconds": trained.embed_seconds,
+        "seconds": seconds,
+        "per_image": fine_tuned.to_dict()["per_image"],
+    }
 
 
 def run_demo(
-    out: Path, *, epochs: int = 10, n_images: int = 30, progress: bool = True
+    out: Path,
+    *,
+    epochs: int = 10,
+    n_images: int = 30,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the demo into ``out`` and return what ``metrics.json`` holds.
 
@@ -127,109 +247,35 @@ def run_demo(
         Phantoms, split 60/20/20.
     progress : bool
         Show progress bars.
+    overwrite : bool
+        Start afresh in ``out``. Without it, a folder holding a demo with other settings (or
+        anything else) is refused, and one holding this same demo is finished or redone from
+        its saved runs.
     """
     tick = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder.claim(
+        out, {"demo": {"epochs": epochs, "images": n_images}}, overwrite=overwrite
+    )
     print(
         f"samprompt demo: LiteMedSAM (pretrained, built in) on {n_images} synthetic chest phantoms; "
         f"zero-shot vs fine-tuned ({epochs} epochs) vs a random-encoder control vs the mean-mask "
         "floor"
     )
     data = make_phantoms(n_images, PHANTOM_SIZE, seed=0, jitter=PHANTOM_JITTER)
-    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), seed=0)
-    train, val, test = data.subset(split.train), data.subset(split.val), data.subset(split.test)
-    cache = EmbeddingCache(out / "cache", progress=progress)
-    model = load_sam(DEMO_MODEL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)  # the control is random on purpose
-        control = load_sam(CONTROL_MODEL)
-
-    evaluator = Evaluator("low")
-    (_, embed_seconds) = _timed(lambda: cache.embed(model, data))
-    zero_shot, zs_seconds = _timed(lambda: _zero_shot(model, train, val, test, cache))
-    config = FinetuneConfig(epochs=epochs, batch_size=8)
-    fitted, ft_seconds = _timed(
-        lambda: _fine_tune(model, config, train, val, cache, out / "model", progress)
-    )
-    fine_tuned = evaluator.evaluate(fitted.segmenter, test)
-    ctrl, ctrl_seconds = _timed(
-        lambda: _fine_tune(control, config, train, val, cache, out / "control", progress)
-    )
-    control_result = evaluator.evaluate(ctrl.segmenter, test)
-    floor = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-
-    rows = [
-        DemoRow.of("zero-shot", model.description, zero_shot, zs_seconds),
-        DemoRow.of("fine-tuned", model.description, fine_tuned, ft_seconds),
-        DemoRow.of("random-encoder control", control.description, control_result, ctrl_seconds),
-        DemoRow.of("mean-mask floor", "training split's mean mask", floor, 0.0),
-    ]
+    parts = split_60_20_20(data, seed=0)
+    trained = _train_and_score(run, data, parts, epochs, progress)
+    fine_tuned = Evaluator("low").evaluate(trained.fitted.segmenter, parts.test)
     seconds = time.perf_counter() - tick
-    metrics: dict[str, Any] = {
-        "rows": [attrs.asdict(r) for r in rows],
-        "split": {"train": len(train), "val": len(val), "test": len(test), "seed": 0},
-        "epochs": epochs,
-        "lr": {"fine-tuned": model.recommended_lr, "control": control.recommended_lr},
-        "prompts": "mean-points (fixed points from the training mean mask)",
-        "resolution": "low",
-        "embedding_seconds": embed_seconds,
-        "seconds": seconds,
-        "per_image": fine_tuned.to_dict()["per_image"],
-    }
-    write_json_atomic(out / "metrics.json", metrics)
-    _write_summary(out, rows, metrics)
-    plot_comparison(
-        [(r.name, r.f1_mean, r.f1_std) for r in rows],
-        out / "comparison.png",
-        f"Test F1 on {len(test)} phantoms",
-    )
-    plot_learning_curves(
-        {
-            "LiteMedSAM fine-tuned": [attrs.asdict(r) for r in fitted.history],
-            "random-encoder control": [attrs.asdict(r) for r in ctrl.history],
-        },
-        out / "learning_curves.png",
-        "Validation F1 per epoch (threshold 0.5)",
-    )
-    ranked = sorted(zip(fine_tuned.per_image, test, strict=True), key=lambda pair: pair[0].f1)
-    picks = ranked[:2] + ranked[2:][-2:]  # no image twice when the test split is small
-    masks = dict(fitted.segmenter.predict_masks(test))
-    plot_overlays(
-        [(s.id, smp.image, smp.require_mask(), masks[s.id], s.f1) for s, smp in picks],
-        out / "overlays.png",
-        "Fine-tuned LiteMedSAM: worst two and best two test phantoms",
-    )
-    print()
-    print(
-        markdown_table(
-            ["", "test F1", "IoU", "seconds"],
-            [
-                [
-                    r.name,
-                    format_pm(r.f1_mean, r.f1_std),
-                    format_pm(r.iou_mean, r.iou_std),
-                    f"{r.seconds:.0f}",
-                ]
-                for r in rows
-            ],
-        )
-    )
-    print(
-        f"\n{seconds:.0f} s in all (embedding {embed_seconds:.0f} s); outputs in {out.resolve()}:"
-    )
-    for name in (
-        "summary.md",
-        "metrics.json",
-        "comparison.png",
-        "learning_curves.png",
-        "overlays.png",
-        "model/model.json",
-    ):
-        print(f"  {out / name}")
+    metrics = _metrics(trained, parts, epochs, fine_tuned, seconds)
+    run.write_json("metrics.json", metrics)
+    _write_summary(run, list(trained.rows), metrics)
+    _plots(run, trained, parts.test, fine_tuned)
+    run.finish()
+    _print_table(trained.rows, out, seconds, trained.embed_seconds)
     return metrics
 
 
-def _write_summary(out: Path, rows: list[DemoRow], metrics: dict[str, Any]) -> None:
+def _write_summary(run: RunFolder, rows: list[DemoRow], metrics: dict[str, Any]) -> None:
     split = metrics["split"]
     lines = [
         "# samprompt demo: pretrained LiteMedSAM on synthetic chest phantoms",
@@ -262,6 +308,4 @@ def _write_summary(out: Path, rows: list[DemoRow], metrics: dict[str, Any]) -> N
         "![learning curves](learning_curves.png)",
         "![overlays](overlays.png)",
     ]
-    tmp = out / "summary.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "summary.md")
+    run.write_text("summary.md", "\n".join(lines) + "\n")

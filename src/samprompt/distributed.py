@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from samprompt.decoder import decode_low_res
 from samprompt.prompts.prompt import Prompt
@@ -28,6 +29,7 @@ __all__ = [
     "is_main",
     "rank",
     "world_size",
+    "wrap_decoder",
 ]
 
 
@@ -94,3 +96,14 @@ class DecoderModule(nn.Module):
         return decode_low_res(
             self._sam[0], embeddings, prompts, multimask_output=self.multimask_output
         )
+
+
+def wrap_decoder(sam: nn.Module, multimask_output: bool, device: str) -> nn.Module | None:
+    """SAM's decoder in ``DistributedDataParallel`` under torchrun; None in a single process."""
+    if world_size() <= 1:
+        return None
+    return DistributedDataParallel(
+        DecoderModule(sam, multimask_output),
+        find_unused_parameters=True,
+        device_ids=[torch.device(device).index or 0] if device.startswith("cuda") else None,
+    )

@@ -57,11 +57,6 @@ class EarlyStopProbe:
         self.kept_epoch = best_epoch if keep_best else epochs_done
         self.decoder_state = dict(best_state) if keep_best else copy.deepcopy(dict(current_state))
 
-    @property
-    def fired(self) -> bool:
-        """Whether the rule fired (possibly only at the last epoch)."""
-        return self.epochs_run is not None
-
     def state_dict(self) -> dict[str, Any]:
         """For the resumable checkpoint."""
         return {

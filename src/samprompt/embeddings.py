@@ -10,10 +10,8 @@ back memory-mapped, so training memory does not grow with the number of images.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import attrs
@@ -21,9 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from samprompt.atomic import write_npy_atomic
 from samprompt.data.preprocess import PREPROCESSING_VERSION, preprocess_image
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.errors import ConfigError, SampromptError
+from samprompt.frames import autocast
 from samprompt.hashing import array_sha256
 from samprompt.locations import default_cache_dir
 from samprompt.model import LoadedSam
@@ -96,14 +96,6 @@ class EmbeddingIndex:
             return self
         stacked = torch.from_numpy(np.stack([np.load(p) for p in self.paths]))
         return EmbeddingIndex(self.paths, stacked.to(device))
-
-    def subset(self, positions: Sequence[int]) -> EmbeddingIndex:
-        """The entries at ``positions``, in that order."""
-        paths = tuple(self.paths[i] for i in positions)
-        if self.resident is None:
-            return EmbeddingIndex(paths)
-        where = torch.as_tensor(list(positions), device=self.resident.device)
-        return EmbeddingIndex(paths, self.resident.index_select(0, where))
 
 
 class EmbeddingCache:
@@ -216,17 +208,12 @@ class EmbeddingCache:
         original_device = sam.device
         sam.image_encoder.to(device)
         sam.to(device)
-        autocast = (
-            torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else nullcontext()
-        )
         bar = tqdm(total=len(todo), desc="embedding images", unit="img", disable=not self.progress)
         try:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
                 batch = torch.cat([preprocess_image(sam, dataset[i].image)[0] for i in chunk])
-                with torch.inference_mode(), autocast:
+                with torch.inference_mode(), autocast(device, self.precision):
                     out = sam.image_encoder(batch)
                 self.stats.encoder_calls += len(chunk)
                 arrays = out.float().to("cpu").numpy().astype(np.float16)
@@ -244,10 +231,4 @@ class EmbeddingCache:
 
     @staticmethod
     def _write(path: Path, array: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
+        write_npy_atomic(path, array)

@@ -10,14 +10,16 @@ import numpy as np
 
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.errors import ConfigError
-from samprompt.metrics import f1_iou, summarize
-from samprompt.segmenter import RESOLUTIONS, Segmenter, target_at
+from samprompt.frames import check_resolution, target_at
+from samprompt.metrics import Scores, f1_iou
+from samprompt.segmenter import MeanMaskPrior, Segmenter
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "EvalResult",
     "Evaluator",
     "ImageScore",
+    "PriorComparison",
     "SweepResult",
     "score_with_prior",
 ]
@@ -70,32 +72,34 @@ class EvalResult:
         return np.array([s.iou for s in self.per_image])
 
     @property
+    def scores(self) -> Scores:
+        """F1 and IoU, mean ± std over images."""
+        return Scores.of(self.f1, self.iou)
+
+    @property
     def f1_mean(self) -> float:
         """Mean F1 over images."""
-        return summarize(self.f1)[0]
+        return self.scores.f1_mean
 
     @property
     def f1_std(self) -> float:
         """Standard deviation of F1 over images."""
-        return summarize(self.f1)[1]
+        return self.scores.f1_std
 
     @property
     def iou_mean(self) -> float:
         """Mean IoU over images."""
-        return summarize(self.iou)[0]
+        return self.scores.iou_mean
 
     @property
     def iou_std(self) -> float:
         """Standard deviation of IoU over images."""
-        return summarize(self.iou)[1]
+        return self.scores.iou_std
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metrics.json`` layout: summary keys and ``per_image`` rows."""
         return {
-            "f1_mean": self.f1_mean,
-            "f1_std": self.f1_std,
-            "iou_mean": self.iou_mean,
-            "iou_std": self.iou_std,
+            **self.scores.to_dict(),
             "threshold": self.threshold,
             "resolution": self.resolution,
             "n_images": len(self.per_image),
@@ -129,16 +133,7 @@ class SweepResult:
 
     def rows(self) -> list[dict[str, float]]:
         """``threshold, f1_mean, f1_std, iou_mean, iou_std`` per threshold."""
-        return [
-            {
-                "threshold": r.threshold,
-                "f1_mean": r.f1_mean,
-                "f1_std": r.f1_std,
-                "iou_mean": r.iou_mean,
-                "iou_std": r.iou_std,
-            }
-            for r in self.results
-        ]
+        return [{"threshold": r.threshold, **r.scores.to_dict()} for r in self.results]
 
 
 class Evaluator:
@@ -170,8 +165,7 @@ class Evaluator:
     def __init__(
         self, resolution: str = "low", thresholds: Sequence[float] = DEFAULT_THRESHOLDS
     ) -> None:
-        if resolution not in RESOLUTIONS:
-            raise ConfigError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+        check_resolution(resolution)
         if not thresholds or any(not 0.0 < t < 1.0 for t in thresholds):
             raise ConfigError(f"thresholds must be in (0, 1), got {thresholds}")
         self.resolution = resolution
@@ -234,23 +228,23 @@ def eval_result_from_dict(data: dict[str, Any]) -> EvalResult:
     return EvalResult(rows, float(data["threshold"]), str(data["resolution"]))
 
 
+@attrs.frozen
+class PriorComparison:
+    """A model's test scores beside those of the mean-mask prior fitted on the training split."""
+
+    model: EvalResult
+    prior: EvalResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` dict: the model's summary and per-image rows plus ``prior_*``."""
+        return self.model.to_dict() | self.prior.scores.to_dict("prior_")
+
+
 def score_with_prior(
     model: Segmenter, train: Dataset, test: Dataset, resolution: str = "low"
-) -> tuple[EvalResult, EvalResult, dict[str, Any]]:
-    """Score ``model`` and the mean-mask prior fitted on ``train`` on ``test``.
-
-    Returns the model's result, the prior's, and the ``metrics.json`` dict: the model's summary
-    and per-image rows plus ``prior_*`` keys.
-    """
-    from samprompt.segmenter import MeanMaskPrior
-
+) -> PriorComparison:
+    """Score ``model`` and the mean-mask prior fitted on ``train`` on ``test``."""
     evaluator = Evaluator(resolution)
     scores = evaluator.evaluate(model, test)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
-    metrics = scores.to_dict() | {
-        "prior_f1_mean": prior.f1_mean,
-        "prior_f1_std": prior.f1_std,
-        "prior_iou_mean": prior.iou_mean,
-        "prior_iou_std": prior.iou_std,
-    }
-    return scores, prior, metrics
+    return PriorComparison(scores, prior)

@@ -3,6 +3,7 @@
 Per step: embeddings come memory-mapped from the :class:`~samprompt.embeddings.EmbeddingCache`,
 prompts from the strategy, targets are the masks at 256x256, and the frozen prompt encoder plus
 the trainable mask decoder run in one batched forward (:func:`~samprompt.decoder.decode_low_res`).
+The epochs run in the loop every trainer shares (:mod:`samprompt.training`).
 """
 
 from __future__ import annotations
@@ -10,69 +11,43 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
-from monai.losses import DiceCELoss, DiceFocalLoss
-from tqdm.auto import tqdm
 
 from samprompt import distributed
 from samprompt.atomic import write_json_atomic
 from samprompt.config import FinetuneConfig, check_device
-from samprompt.data.preprocess import low_res_target
-from samprompt.data.sample import Dataset, as_dataset
-from samprompt.decoder import decode_low_res
-from samprompt.distributed import DecoderModule
+from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.early_stopping import EarlyStopOutcome, EarlyStopProbe
-from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
-from samprompt.errors import (
-    CheckpointError,
-    RunFolderError,
-    SampromptError,
-    TrainingDivergedError,
-)
+from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import SampromptError
 from samprompt.evaluate import Evaluator, SweepResult
 from samprompt.hashing import tensors_sha256
-from samprompt.metrics import f1_iou
 from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
-from samprompt.run_identity import (
-    claim_run_folder,
-    describe_model,
-    describe_strategy,
-    differences,
-)
-from samprompt.saved import save_sam_model
+from samprompt.run_identity import describe_model, describe_strategy
+from samprompt.runs import RunFolder
+from samprompt.saved import load_sam_model, save_sam_model
 from samprompt.segmenter import SamSegmenter
+from samprompt.training.loop import (
+    EpochHandler,
+    checkpoint_every,
+    observe_probe,
+    on_record,
+    run_epochs,
+    track_best,
+)
+from samprompt.training.records import EpochRecord, loss_function
+from samprompt.training.sam_step import SamStep, SplitTensors
+from samprompt.training.state import RunState
 
-__all__ = ["EpochRecord", "FitResult", "Finetuner"]
+__all__ = ["EpochRecord", "FitResult", "Finetuner", "loss_function"]
 
 logger = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
-
-
-@attrs.frozen
-class EpochRecord:
-    """Losses and validation F1 (threshold 0.5, low-res) after one epoch.
-
-    Examples
-    --------
-    >>> EpochRecord(epoch=1, train_loss=0.8, val_loss=0.7, val_f1=0.6, seconds=2.0).val_f1
-    0.6
-    """
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_f1: float
-    seconds: float
 
 
 @attrs.define(eq=False)
@@ -118,16 +93,6 @@ class FitResult:
         return dict(self.segmenter.model.sam.mask_decoder.state_dict())
 
 
-def loss_function(config: FinetuneConfig) -> torch.nn.Module:
-    if config.loss == "dice_ce":
-        return DiceCELoss(
-            sigmoid=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other
-        )
-    return DiceFocalLoss(
-        sigmoid=True, lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other
-    )
-
-
 class Finetuner:
     """Fine-tunes only SAM's mask decoder with a prompt strategy.
 
@@ -142,8 +107,10 @@ class Finetuner:
     cache : EmbeddingCache, optional
         Embedding cache (default: the user cache folder, see
         :func:`samprompt.embeddings.default_cache_dir`).
-    out_dir : str or pathlib.Path, optional
+    out_dir : str, pathlib.Path or RunFolder, optional
         Run folder: checkpoints, then the saved model (``decoder.safetensors`` + ``model.json``).
+        A path is claimed for this run (:class:`~samprompt.runs.RunFolder`); a ``RunFolder``
+        already claimed by a protocol (a cross-validation fold) is used as it is.
     progress : bool
         Show progress bars.
 
@@ -166,7 +133,7 @@ class Finetuner:
         config: FinetuneConfig | None = None,
         *,
         cache: EmbeddingCache | None = None,
-        out_dir: str | Path | None = None,
+        out_dir: str | Path | RunFolder | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
@@ -177,91 +144,10 @@ class Finetuner:
             config = config.replace(lr=model.recommended_lr)
         self.config = config
         self.cache = cache or EmbeddingCache(progress=progress)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.out_dir = out_dir if isinstance(out_dir, RunFolder | None) else Path(out_dir)
         self.progress = progress
         self.on_epoch_end: list[Callable[[EpochRecord], None]] = []
-        self._ddp: torch.nn.Module | None = None
-        self._identity: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ steps
-    def _batch(
-        self, dataset: Dataset, index: EmbeddingIndex, positions: Sequence[int], epoch: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and targets of a batch; ``epoch=None`` uses inference prompts."""
-        side = self.model.low_res_size
-        samples = [dataset[i] for i in positions]
-        if epoch is None:
-            prompts = [self.strategy.inference_prompt(s) for s in samples]
-        else:
-            prompts = [
-                self.strategy.training_prompt(
-                    s, np.random.default_rng([self.config.seed, epoch, int(i)])
-                )
-                for s, i in zip(samples, positions, strict=True)
-            ]
-        targets = torch.from_numpy(
-            np.stack([low_res_target(s.require_mask(), side) for s in samples])
-        )
-        targets = targets[:, None].float().to(self.config.device)
-        embeddings = index.load(positions, self.config.device)
-        if self._ddp is not None and epoch is not None:
-            return self._ddp(embeddings, prompts), targets
-        logits = decode_low_res(
-            self.model.sam, embeddings, prompts, multimask_output=self.config.multimask_output
-        )
-        return logits, targets
-
-    def _autocast(self) -> Any:
-        if self.config.precision != "bf16":
-            return nullcontext()
-        return torch.autocast(
-            device_type=torch.device(self.config.device).type, dtype=torch.bfloat16
-        )
-
-    def _validate(
-        self, val: Dataset, index: EmbeddingIndex, loss_fn: torch.nn.Module
-    ) -> tuple[float, float]:
-        """Validation loss and F1 (threshold 0.5); each rank scores its share, results gathered."""
-        mine = list(range(distributed.rank(), len(val), distributed.world_size()))
-        weighted_loss, f1s = 0.0, []
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(mine), self.config.batch_size):
-                positions = mine[start : start + self.config.batch_size]
-                logits, targets = self._batch(val, index, positions, None)
-                logits = logits.float()
-                weighted_loss += float(loss_fn(logits, targets)) * len(positions)
-                f1, _ = f1_iou((logits > 0).cpu()[:, 0], targets.bool().cpu()[:, 0])
-                f1s.extend(f1.tolist())
-        gathered = distributed.all_gather((weighted_loss, f1s))
-        all_f1 = [f for _, part in gathered for f in part]
-        return sum(loss for loss, _ in gathered) / len(val), float(np.mean(all_f1))
-
-    # ------------------------------------------------------------ checkpoint
-    def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        if self.out_dir is None or not distributed.is_main():
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.out_dir / CHECKPOINT)
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT).is_file():
-            return None
-        path = self.out_dir / CHECKPOINT
-        try:
-            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: unreadable training checkpoint ({exc})") from exc
-        found = differences(self._identity, state.get("identity") or {})
-        if found:
-            raise CheckpointError(
-                f"{path}: was written by another run ({'; '.join(found[:4])}); use a new --out "
-                "folder, the same settings and data, or --overwrite"
-            )
-        return state
-
-    # ------------------------------------------------------------------- fit
     def run_identity(self, train: Dataset, val: Dataset) -> dict[str, Any]:
         """What this run is: base model, strategy, configuration and data (see
         :mod:`samprompt.run_identity`)."""
@@ -272,28 +158,10 @@ class Finetuner:
             "data": {"train": train.fingerprint(), "val": val.fingerprint()},
         }
 
-    def _claim(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> None:
-        """Check ``out_dir`` may hold this run before any work is done."""
-        if self.out_dir is None or not distributed.is_main():
-            return
-        status = claim_run_folder(self.out_dir, identity, overwrite=overwrite)
-        if status != "same" or resume:
-            return
-        if (self.out_dir / CHECKPOINT).is_file():
-            raise RunFolderError(
-                f"{self.out_dir} holds an unfinished run with these same settings; pass --resume "
-                "(resume=True) to continue it, or --overwrite (overwrite=True) to start again"
-            )
-        if (self.out_dir / "model.json").is_file():
-            raise RunFolderError(
-                f"{self.out_dir} already holds this finished run; pass --overwrite "
-                "(overwrite=True) to train it again, or choose a new output folder"
-            )
-
     def fit(
         self,
-        train: Dataset | Sequence[Any],
-        val: Dataset | Sequence[Any],
+        train: Dataset | Sequence[Sample],
+        val: Dataset | Sequence[Sample],
         *,
         resume: bool = False,
         overwrite: bool = False,
@@ -325,166 +193,101 @@ class Finetuner:
         FitResult
         """
         cfg = self.config
-        train_ds, val_ds = as_dataset(train), as_dataset(val)
-        if len(train_ds) == 0 or len(val_ds) == 0:
-            raise SampromptError(
-                f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}"
-            )
+        train_ds, val_ds = _non_empty(train, val)
         identity = self.run_identity(train_ds, val_ds)
-        self._claim(identity, resume, overwrite)
-        self._identity = identity
-        sam = self.model.sam.to(cfg.device)
-        decoder = sam.mask_decoder
-        state = self._load_checkpoint() if resume else None
-        if state is not None:
-            self.strategy.load_state_dict(state["strategy_state"])
+        folder = self._claim(identity, resume, overwrite)
+        checkpoint = folder.load_checkpoint(identity) if folder and resume else None
+        self.model.sam.to(cfg.device)
+        self._fit_strategy(train_ds, checkpoint)
+        train_split, val_split = self._prepare(train_ds, None), self._prepare(val_ds, self.strategy)
+        encoder_hash = tensors_sha256(self.model.sam.image_encoder.state_dict())
+        state = self._initial_state(identity, checkpoint)
+        step = SamStep(
+            self.model, self.strategy, cfg, train_split, val_split, state.optimizer,
+            loss_function(cfg), distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device),
+        )  # fmt: skip
+        run_epochs(
+            step, state, epochs=cfg.epochs, handlers=self._handlers(folder), patience=cfg.patience,
+            desc="fine-tuning", progress=self.progress,
+        )  # fmt: skip
+        if tensors_sha256(self.model.sam.image_encoder.state_dict()) != encoder_hash:
+            raise SampromptError("internal error: the frozen image encoder changed during training")
+        result = self._result(state, val_split)
+        self._finish(folder, result)
+        return result
+
+    # ------------------------------------------------------------ the parts of fit
+    def _claim(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> RunFolder | None:
+        """Claim ``out_dir`` for this run before any work is done (other ranks only read it)."""
+        if self.out_dir is None:
+            return None
+        if isinstance(self.out_dir, RunFolder):
+            return self.out_dir
+        if not distributed.is_main():
+            return RunFolder(self.out_dir, identity, "same")
+        folder = RunFolder.claim(self.out_dir, identity, overwrite=overwrite)
+        folder.check_resumable(resume)
+        return folder
+
+    def _fit_strategy(self, train: Dataset, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            self.strategy.load_state_dict(checkpoint["strategy_state"])
         else:
-            self.strategy.fit(train_ds)
-        train_index, val_index = self._embed(train_ds), self._embed(val_ds)
+            self.strategy.fit(train)
+
+    def _prepare(self, dataset: Dataset, strategy: PromptStrategy | None) -> SplitTensors:
+        """Embed a split once (each rank its share under torchrun) and build its targets; the
+        validation split also gets its inference prompts."""
+        cfg = self.config
+        index = self.cache.embed(
+            self.model,
+            dataset,
+            device=cfg.device,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+        )
+        distributed.barrier()
         if torch.device(cfg.device).type == "cuda":
             # Held on the GPU for the whole run: no host-to-device copy per step. On a CPU the
-            # page cache already serves the files, and a batch costs the same either way (the
-            # fp16 -> fp32 conversion dominates; benchmarks/README.md).
-            train_index = train_index.to_resident(cfg.device)
-            val_index = val_index.to_resident(cfg.device)
-        encoder_hash = tensors_sha256(sam.image_encoder.state_dict())
-        prompt_encoder_before = copy.deepcopy(sam.prompt_encoder.state_dict())
+            # page cache already serves the files, and a batch costs the same either way.
+            index = index.to_resident(cfg.device)
+        return SplitTensors.build(dataset, index, self.model.low_res_size, cfg.device, strategy)
 
-        if distributed.world_size() > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self._ddp = DistributedDataParallel(
-                DecoderModule(sam, cfg.multimask_output),
-                find_unused_parameters=True,
-                device_ids=[torch.device(cfg.device).index or 0]
-                if cfg.device.startswith("cuda")
-                else None,
-            )
+    def _initial_state(
+        self, identity: dict[str, Any], checkpoint: dict[str, Any] | None
+    ) -> RunState:
+        cfg, decoder = self.config, self.model.sam.mask_decoder
         params = [p for p in decoder.parameters() if p.requires_grad]
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         optimizer = optim_cls(params, lr=float(cfg.lr or 0), weight_decay=cfg.weight_decay)
-        loss_fn = loss_function(cfg)
-        history: list[EpochRecord] = []
-        best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(decoder.state_dict())
-        start_epoch = 0
+        if checkpoint is not None:
+            logger.info("resuming %s after epoch %d", self.out_dir, checkpoint["epoch"])
+            return RunState.from_checkpoint(checkpoint, decoder, optimizer)
         probe = EarlyStopProbe(cfg.compare_patience) if cfg.compare_patience is not None else None
-        if state is not None:
-            decoder.load_state_dict(state["decoder"])
-            optimizer.load_state_dict(state["optimizer"])
-            history = [EpochRecord(**r) for r in state["history"]]
-            best_score, best_epoch = state["best_score"], state["best_epoch"]
-            best_state = state["best_decoder"]
-            start_epoch = state["epoch"]
-            if probe is not None:
-                probe = EarlyStopProbe.from_state_dict(state["early_stop_probe"])
-            logger.info("resuming %s after epoch %d", self.out_dir, start_epoch)
+        extra = _jsonable(self.strategy.state_dict())
+        return RunState(decoder, optimizer, identity, probe=probe, extra=extra)
 
-        stale = 0 if not history else start_epoch - best_epoch
-        bar = tqdm(
-            range(start_epoch, cfg.epochs),
-            desc="fine-tuning",
-            unit="epoch",
-            initial=start_epoch,
-            total=cfg.epochs,
-            disable=not self.progress,
-        )
-        for epoch in bar:
-            if cfg.patience is not None and stale >= cfg.patience:
-                logger.info(
-                    "early stop after epoch %d: %s best at epoch %d (patience %d)",
-                    epoch,
-                    cfg.monitor,
-                    best_epoch,
-                    cfg.patience,
+    def _handlers(self, folder: RunFolder | None) -> list[EpochHandler]:
+        cfg = self.config
+        handlers = [
+            track_best(cfg.monitor),
+            observe_probe(cfg.keep_best),
+            on_record(self.on_epoch_end),
+        ]
+        if folder is not None and distributed.is_main():
+            save = folder.save_checkpoint
+            handlers.append(
+                checkpoint_every(
+                    cfg.checkpoint_every, cfg.epochs, lambda s: save(s.to_checkpoint())
                 )
-                break
-            tick = time.perf_counter()
-            decoder.train()
-            order = torch.randperm(
-                len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             )
-            losses, sizes = [], []
-            world, me = distributed.world_size(), distributed.rank()
-            for start in range(0, len(order), cfg.batch_size):
-                batch = order[start : start + cfg.batch_size].tolist()
-                # Each rank takes every world-th item of the global batch; weighting its mean loss
-                # by its share makes DDP's gradient average equal the single-process batch mean.
-                positions = batch[me::world] or batch[:1]
-                weight = world * len(batch[me::world]) / len(batch)
-                with self._autocast():
-                    logits, targets = self._batch(train_ds, train_index, positions, epoch)
-                    loss = loss_fn(logits.float(), targets)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingDivergedError(
-                        f"epoch {epoch + 1}: the training loss is {float(loss.detach()):.4g}, not finite; "
-                        f"training stopped and nothing from this epoch was saved (lr={cfg.lr:g}: "
-                        "try a lower learning rate)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
-                optimizer.step()
-                self._check_frozen(prompt_encoder_before)
-                losses.append(float(loss.detach()) * weight / world)
-                sizes.append(len(batch))
-            if world > 1:
-                losses = [sum(parts) for parts in zip(*distributed.all_gather(losses), strict=True)]
-            decoder.eval()
-            self._check_finite_weights(epoch + 1)
-            val_loss, val_f1 = self._validate(val_ds, val_index, loss_fn)
-            if not np.isfinite(val_loss):
-                raise TrainingDivergedError(
-                    f"epoch {epoch + 1}: the validation loss is {val_loss:.4g}, not finite; "
-                    f"training stopped and nothing from this epoch was saved (lr={cfg.lr:g})"
-                )
-            record = EpochRecord(
-                epoch + 1,
-                float(np.average(losses, weights=sizes)),
-                val_loss,
-                val_f1,
-                time.perf_counter() - tick,
-            )
-            history.append(record)
-            bar.set_postfix(
-                train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", f1=f"{val_f1:.3f}"
-            )
-            score = -val_loss if cfg.monitor == "val_loss" else val_f1
-            if score > best_score:
-                best_score, best_epoch, best_state, stale = (
-                    score,
-                    epoch + 1,
-                    copy.deepcopy(decoder.state_dict()),
-                    0,
-                )
-            else:
-                stale += 1
-            if probe is not None:
-                probe.observe(
-                    epoch + 1, stale, best_epoch, best_state, decoder.state_dict(), cfg.keep_best
-                )
-            for callback in self.on_epoch_end:
-                callback(record)
-            if cfg.checkpoint_every and (
-                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
-            ):
-                self._save_checkpoint(
-                    {
-                        "epoch": epoch + 1,
-                        "decoder": decoder.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "history": [attrs.asdict(r) for r in history],
-                        "best_score": best_score,
-                        "best_epoch": best_epoch,
-                        "best_decoder": best_state,
-                        "strategy_state": _jsonable(self.strategy.state_dict()),
-                        "identity": self._identity,
-                        "early_stop_probe": probe.state_dict() if probe is not None else None,
-                    }
-                )
-        bar.close()
-        if tensors_sha256(sam.image_encoder.state_dict()) != encoder_hash:
-            raise SampromptError("internal error: the frozen image encoder changed during training")
-        if cfg.keep_best and best_epoch:
-            decoder.load_state_dict(best_state)
+        return handlers
+
+    def _result(self, state: RunState, val: SplitTensors) -> FitResult:
+        """Keep the best decoder (``keep_best``), then pick the threshold on validation."""
+        cfg, decoder = self.config, self.model.sam.mask_decoder
+        if cfg.keep_best and state.best_epoch:
+            decoder.load_state_dict(state.best_weights)
         decoder.eval()
         segmenter = SamSegmenter(
             self.model,
@@ -495,49 +298,48 @@ class Finetuner:
             precision=cfg.precision,
             multimask_output=cfg.multimask_output,
         )
-        sweep = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val_ds)
+        segmenter.remember(val.dataset, val.index)
+        sweep = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(
+            segmenter, val.dataset
+        )
         segmenter.threshold = sweep.best_threshold
-        result = FitResult(
-            history,
-            best_epoch or len(history),
+        return FitResult(
+            state.history,
+            state.best_epoch or len(state.history),
             sweep.best_threshold,
             sweep,
             segmenter,
             _jsonable(self.strategy.state_dict()),
-            self._early_stop_outcome(probe, history, best_epoch, sweep, segmenter, val_ds),
+            self._early_stop_outcome(state, sweep, segmenter, val.dataset),
         )
-        if self.out_dir is not None and distributed.is_main():
-            self.save(result, self.out_dir)
-            # The saved model is the run's record now; the resumable state (with the optimizer's
-            # moments, several times the decoder's size) is not needed any more.
-            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+    def _finish(self, folder: RunFolder | None, result: FitResult) -> None:
+        """Save the model into a folder this run claimed itself and mark it finished (the
+        checkpoint, with the optimizer's moments, is dropped); a folder handed in by a protocol
+        is finished by that protocol."""
+        if folder is not None and distributed.is_main():
+            self.save(result, folder.root)
+            if not isinstance(self.out_dir, RunFolder):
+                folder.finish()
         distributed.barrier()
-        self._ddp = None
-        return result
 
     def _early_stop_outcome(
-        self,
-        probe: EarlyStopProbe | None,
-        history: Sequence[EpochRecord],
-        best_epoch: int,
-        sweep: SweepResult,
-        segmenter: SamSegmenter,
-        val: Dataset,
+        self, state: RunState, sweep: SweepResult, segmenter: SamSegmenter, val: Dataset
     ) -> EarlyStopOutcome | None:
         """The probe's decoder with its own validation threshold; the run's own result where
         the rule never fired before the last epoch (early stopping would have changed nothing)."""
-        cfg = self.config
+        cfg, probe = self.config, state.probe
         if probe is None:
             return None
         decoder = self.model.sam.mask_decoder
-        fixed = len(history)
+        fixed = len(state.history)
         if probe.epochs_run is None or probe.decoder_state is None or probe.epochs_run >= fixed:
             return EarlyStopOutcome(
                 patience=probe.patience,
                 monitor=cfg.monitor,
                 epochs_run=fixed,
                 epochs_fixed=fixed,
-                kept_epoch=best_epoch if cfg.keep_best and best_epoch else fixed,
+                kept_epoch=state.best_epoch if cfg.keep_best and state.best_epoch else fixed,
                 threshold=sweep.best_threshold,
                 sweep=sweep,
                 decoder_state=copy.deepcopy(decoder.state_dict()),
@@ -555,37 +357,6 @@ class Finetuner:
         with outcome.applied(decoder):
             own = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val)
         return attrs.evolve(outcome, threshold=own.best_threshold, sweep=own)
-
-    def _embed(self, dataset: Dataset) -> EmbeddingIndex:
-        """Cache embeddings; under torchrun each rank computes its share, then all ranks wait."""
-        index = self.cache.embed(
-            self.model,
-            dataset,
-            device=self.config.device,
-            rank=distributed.rank(),
-            world_size=distributed.world_size(),
-        )
-        distributed.barrier()
-        return index
-
-    def _check_finite_weights(self, epoch: int) -> None:
-        bad = [
-            name
-            for name, p in self.model.sam.mask_decoder.named_parameters()
-            if not bool(torch.isfinite(p).all())
-        ]
-        if bad:
-            raise TrainingDivergedError(
-                f"epoch {epoch}: non-finite decoder weights ({', '.join(bad[:3])}); training "
-                f"stopped and nothing from this epoch was saved (lr={self.config.lr:g})"
-            )
-
-    def _check_frozen(self, before: dict[str, torch.Tensor]) -> None:
-        after = self.model.sam.prompt_encoder.state_dict()
-        if any(not torch.equal(before[k].to(after[k].device), after[k]) for k in before):
-            raise SampromptError(
-                "internal error: the frozen prompt encoder changed during training"
-            )
 
     def save(self, result: FitResult, folder: str | Path) -> Path:
         """Write the model folder (``decoder.safetensors``, ``model.json``, ``history.json``)."""
@@ -619,9 +390,18 @@ class Finetuner:
             The base SAM checkpoint (or a loaded model to reuse); default: the one recorded in
             ``model.json``. A checkpoint whose sha256 differs from the recorded one is refused.
         """
-        from samprompt.saved import load_sam_model
-
         return load_sam_model(folder, checkpoint, cache=cache, device=device)
+
+
+def _non_empty(
+    train: Dataset | Sequence[Sample], val: Dataset | Sequence[Sample]
+) -> tuple[Dataset, Dataset]:
+    train_ds, val_ds = as_dataset(train), as_dataset(val)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise SampromptError(
+            f"need training and validation samples, got {len(train_ds)} and {len(val_ds)}"
+        )
+    return train_ds, val_ds
 
 
 def _jsonable(value: Any) -> Any:

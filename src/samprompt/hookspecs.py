@@ -19,13 +19,10 @@ where ``my_package/strategies.py`` holds::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import pluggy
-
-if TYPE_CHECKING:
-    from samprompt.families.base import ModelFamily
-    from samprompt.prompts.strategy import PromptStrategy
+from samprompt.families.base import ModelFamily
+from samprompt.markers import PROJECT, hookimpl, hookspec
+from samprompt.prompts.strategy import PromptStrategy
 
 __all__ = [
     "PROJECT",
@@ -34,10 +31,6 @@ __all__ = [
     "samprompt_model_families",
     "samprompt_prompt_strategies",
 ]
-
-PROJECT = "samprompt"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec

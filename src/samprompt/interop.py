@@ -19,21 +19,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 from segment_anything import SamPredictor
 
-from samprompt.atomic import mark_permissions, write_json_atomic
+from samprompt.atomic import save_torch_atomic, write_json_atomic
 from samprompt.data.preprocess import to_rgb
 from samprompt.data.sample import Sample
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
 from samprompt.prompts.prompt import Prompt
-
-if TYPE_CHECKING:
-    from samprompt.segmenter import SamSegmenter
+from samprompt.saved import load_sam_model
+from samprompt.segmenter import SamSegmenter
 
 __all__ = ["EXPORT_FORMAT", "PromptedPredictor", "export_sam_checkpoint", "logit"]
 
@@ -145,8 +143,6 @@ def export_sam_checkpoint(
     tuple of pathlib.Path
         The checkpoint and the sidecar.
     """
-    from samprompt.saved import load_sam_model
-
     out = Path(out)
     if out.suffix != ".pth":
         raise SampromptError(f"{out}: the exported checkpoint's name must end in .pth")
@@ -154,11 +150,7 @@ def export_sam_checkpoint(
         raise SampromptError(f"{out}: is a folder; give a file name ending in .pth")
     segmenter = load_sam_model(model_folder, checkpoint)
     state = {k: v.detach().cpu().contiguous() for k, v in segmenter.model.sam.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    mark_permissions(tmp)
-    tmp.replace(out)
+    save_torch_atomic(out, state)
     meta = sidecar(segmenter, image_sizes)
     meta["checkpoint_file"] = out.name
     meta["checkpoint_sha256"] = file_sha256(out)
@@ -185,7 +177,7 @@ class PromptedPredictor:
 
     Examples
     --------
-    >>> predictor = Finetuner.load("run").predictor()  # doctest: +SKIP
+    >>> predictor = PromptedPredictor(Finetuner.load("run"))  # doctest: +SKIP
     >>> predictor.set_image(image)  # doctest: +SKIP
     >>> mask = predictor.predict()  # doctest: +SKIP
     """

@@ -16,10 +16,10 @@ from typing import Any
 
 import attrs
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from segment_anything.modeling import Sam
 
-from samprompt.atomic import mark_permissions
+from samprompt.atomic import save_safetensors_atomic
 from samprompt.errors import CheckpointError, RandomWeightsWarning, SampromptError
 from samprompt.families.base import ModelFamily, NamedCheckpoint, Preprocessing
 from samprompt.hashing import file_sha256, tensors_sha256
@@ -362,10 +362,7 @@ def save_decoder_weights(
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise SampromptError(f"{path}: refusing to save non-finite decoder weights ({bad[:3]})")
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=dict(metadata or {}))
-    mark_permissions(tmp)
-    tmp.replace(path)
+    save_safetensors_atomic(path, tensors, metadata)
     return path
 
 

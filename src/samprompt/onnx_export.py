@@ -21,9 +21,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +32,13 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
-from samprompt.atomic import mark_permissions, write_json_atomic
+from samprompt.atomic import staged_folder, write_json_atomic
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
+from samprompt.interop import logit, sidecar
 from samprompt.prompts.prompt import Prompt
+from samprompt.saved import load_sam_model
+from samprompt.segmenter import SamSegmenter
 
 __all__ = ["ONNX_OPSET", "export_onnx", "prompt_arrays"]
 
@@ -200,9 +200,6 @@ def export_onnx(
     pathlib.Path
         The folder.
     """
-    from samprompt.interop import logit, sidecar
-    from samprompt.saved import load_sam_model
-
     if importlib.util.find_spec("onnx") is None:
         raise SampromptError(
             "--format onnx needs the onnx package (torch writes ONNX through it): "
@@ -212,84 +209,88 @@ def export_onnx(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SampromptError(f"{out}: exists and is not an empty folder; choose a new --out")
     segmenter = load_sam_model(model_folder, checkpoint)
-    sam = segmenter.model.sam.cpu().eval()
-    side = int(sam.image_encoder.img_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        encoder_grid = sam.prompt_encoder.image_embedding_size
-        embeddings = torch.zeros(1, sam.prompt_encoder.embed_dim, *encoder_grid)
-        coords, labels = prompt_arrays(Prompt((side, side), boxes=[[1, 2, side // 2, side // 3]]))
-        decoder = PromptedDecoder(
-            sam, logit(segmenter.threshold), multimask_output=segmenter.multimask_output
-        )
-        _export(
-            decoder,
-            (
-                embeddings,
-                torch.from_numpy(coords),
-                torch.from_numpy(labels),
-                torch.tensor([side, side], dtype=torch.int64),
-            ),
-            staging / "decoder.onnx",
-            input_names=["image_embeddings", "point_coords", "point_labels", "orig_size"],
-            output_names=["logits", "mask"],
-            dynamic_axes={
-                "point_coords": {0: "rows", 1: "points"},
-                "point_labels": {0: "rows", 1: "points"},
-                "logits": {0: "height", 1: "width"},
-                "mask": {0: "height", 1: "width"},
-            },
-        )
-        files = ["decoder.onnx"]
+    with staged_folder(out) as staging:
+        files = [_export_decoder(segmenter, staging / "decoder.onnx")]
         if encoder:
-            image = torch.zeros(side, side * 3 // 4, 3, dtype=torch.uint8)
-            _export(
-                PreprocessingEncoder(sam),
-                (image,),
-                staging / "encoder.onnx",
-                input_names=["image"],
-                output_names=["image_embeddings"],
-                dynamic_axes={"image": {0: "height", 1: "width"}},
-            )
-            files.append("encoder.onnx")
-        meta = sidecar(segmenter, image_sizes)
-        meta["format"] = "samprompt-onnx"
-        meta["opset"] = ONNX_OPSET
-        meta["files"] = {name: file_sha256(staging / name) for name in files}
-        meta["load"] = "onnxruntime.InferenceSession(FILE)"
-        meta["inputs"] = {
-            "encoder.onnx": "image: (h, w, 3) uint8 RGB, longest side resized to "
-            f"{side} (PIL bilinear)",
-            "decoder.onnx": "image_embeddings (1, C, 64, 64) float32; point_coords (R, N, 2) "
-            "float32 pixel (x, y) of the original image; point_labels (R, N) float32 (1 fg, 0 bg, "
-            "2/3 box corners, -1 pad); orig_size (2,) int64 (H, W)",
-        }
-        meta["outputs"] = "logits (H, W) float32; mask (H, W) bool = logits >= threshold.logit"
-        if meta["prompts"] is not None:
-            for entry in meta["prompts"]:
-                prompt = Prompt(
-                    tuple(entry["image_size"]),
-                    points=entry["point_coords"],
-                    point_labels=entry["point_labels"],
-                    boxes=entry["boxes"],
-                )
-                arrays = prompt_arrays(prompt)
-                entry["onnx"] = {
-                    "point_coords": arrays[0].tolist(),
-                    "point_labels": arrays[1].tolist(),
-                }
+            files.append(_export_encoder(segmenter.model.sam, staging / "encoder.onnx"))
+        meta = _export_meta(segmenter, image_sizes, {f.name: file_sha256(f) for f in files})
         meta["model_folder"] = str(Path(model_folder).resolve())
         write_json_atomic(staging / "export.json", meta)
-        for path in staging.iterdir():
-            mark_permissions(path)
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)
-        if out.exists():
-            out.rmdir()
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
+
+
+def _export_decoder(segmenter: SamSegmenter, path: Path) -> Path:
+    """The prompted decoder graph: embeddings + prompts + image size -> logits and mask."""
+    sam = segmenter.model.sam.cpu().eval()
+    side = int(sam.image_encoder.img_size)
+    embeddings = torch.zeros(
+        1, sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size
+    )
+    coords, labels = prompt_arrays(Prompt((side, side), boxes=[[1, 2, side // 2, side // 3]]))
+    decoder = PromptedDecoder(
+        sam, logit(segmenter.threshold), multimask_output=segmenter.multimask_output
+    )
+    _export(
+        decoder,
+        (
+            embeddings,
+            torch.from_numpy(coords),
+            torch.from_numpy(labels),
+            torch.tensor([side, side], dtype=torch.int64),
+        ),
+        path,
+        input_names=["image_embeddings", "point_coords", "point_labels", "orig_size"],
+        output_names=["logits", "mask"],
+        dynamic_axes={
+            "point_coords": {0: "rows", 1: "points"},
+            "point_labels": {0: "rows", 1: "points"},
+            "logits": {0: "height", 1: "width"},
+            "mask": {0: "height", 1: "width"},
+        },
+    )
+    return path
+
+
+def _export_encoder(sam: Sam, path: Path) -> Path:
+    """The image encoder with SAM's preprocessing inside: uint8 RGB image -> embeddings."""
+    side = int(sam.image_encoder.img_size)
+    image = torch.zeros(side, side * 3 // 4, 3, dtype=torch.uint8)
+    _export(
+        PreprocessingEncoder(sam.cpu().eval()),
+        (image,),
+        path,
+        input_names=["image"],
+        output_names=["image_embeddings"],
+        dynamic_axes={"image": {0: "height", 1: "width"}},
+    )
+    return path
+
+
+def _export_meta(
+    segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]], files: dict[str, str]
+) -> dict[str, Any]:
+    """``export.json``: the sidecar plus the graphs' inputs, outputs and ONNX prompt arrays."""
+    side = int(segmenter.model.sam.image_encoder.img_size)
+    meta = sidecar(segmenter, image_sizes)
+    meta["format"] = "samprompt-onnx"
+    meta["opset"] = ONNX_OPSET
+    meta["files"] = files
+    meta["load"] = "onnxruntime.InferenceSession(FILE)"
+    meta["inputs"] = {
+        "encoder.onnx": "image: (h, w, 3) uint8 RGB, longest side resized to "
+        f"{side} (PIL bilinear)",
+        "decoder.onnx": "image_embeddings (1, C, 64, 64) float32; point_coords (R, N, 2) "
+        "float32 pixel (x, y) of the original image; point_labels (R, N) float32 (1 fg, 0 bg, "
+        "2/3 box corners, -1 pad); orig_size (2,) int64 (H, W)",
+    }
+    meta["outputs"] = "logits (H, W) float32; mask (H, W) bool = logits >= threshold.logit"
+    for entry in meta["prompts"] or []:
+        prompt = Prompt(
+            tuple(entry["image_size"]),
+            points=entry["point_coords"],
+            point_labels=entry["point_labels"],
+            boxes=entry["boxes"],
+        )
+        coords, labels = prompt_arrays(prompt)
+        entry["onnx"] = {"point_coords": coords.tolist(), "point_labels": labels.tolist()}
+    return meta

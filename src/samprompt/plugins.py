@@ -188,6 +188,8 @@ def get_strategy(name: str, **params: Any) -> PromptStrategy:
     PerturbedBox(max_shift=0.05, ...)
     """
     info = _lookup(name)
+    if getattr(info.cls, "builds_children", False):
+        params = {**params, "build": get_strategy}
     try:
         return info.cls(**params)
     except TypeError as exc:

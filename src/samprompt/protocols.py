@@ -8,14 +8,13 @@ floor any method must beat. With ``out_dir`` each fold is a resumable run folder
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from samprompt.atomic import write_json_atomic
+from samprompt.baselines import UNetConfig, train_unet
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.data.splits import cv_splits, train_val_test_split
@@ -26,7 +25,8 @@ from samprompt.finetune import Finetuner
 from samprompt.metrics import summarize
 from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
-from samprompt.run_identity import claim_run_folder, describe_model, describe_strategy
+from samprompt.run_identity import describe_model, describe_strategy
+from samprompt.runs import RunFolder
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 
 __all__ = [
@@ -96,6 +96,9 @@ class ProtocolResult:
     name: str
     folds: tuple[FoldResult, ...]
     meta: dict[str, Any] = attrs.field(factory=dict)
+    #: The root folder the protocol claimed (None without ``out_dir``); a command finishes it
+    #: after writing its report.
+    folder: RunFolder | None = attrs.field(default=None, eq=False, repr=False)
 
     def _over_folds(self, key: str, prior: bool = False) -> tuple[float, float]:
         values = [getattr(f.prior if prior else f.test, key) for f in self.folds]
@@ -147,7 +150,7 @@ class FoldFit:
     early_stop: EarlyStopOutcome | None = None
 
 
-FitFn = Callable[[Dataset, Dataset, "Path | None"], FoldFit]
+FitFn = Callable[[Dataset, Dataset, "RunFolder | None"], FoldFit]
 
 
 def _sam_fit(
@@ -160,7 +163,7 @@ def _sam_fit(
 ) -> FitFn:
     """How one fold trains (or, with ``config=None``, only fits the prompts of) SAM."""
 
-    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> FoldFit:
+    def fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
         fold_strategy = copy.deepcopy(strategy)
         model.sam.mask_decoder.load_state_dict(initial_decoder)
         if config is not None:
@@ -202,7 +205,8 @@ def _run_fold(
     """Fit, pick the threshold on ``val``, score ``test`` and the mean-mask prior; resumable.
 
     ``fold_dir`` is claimed for ``identity`` plus the fold's data: its results are reused only
-    when they were produced by this same run."""
+    when they were produced by this same run and the fold finished."""
+    folder = None
     if fold_dir is not None:
         fold_identity = {
             **identity,
@@ -214,10 +218,10 @@ def _run_fold(
                 "test": test.fingerprint(),
             },
         }
-        status = claim_run_folder(fold_dir, fold_identity, overwrite=overwrite)
-        if status == "same" and (fold_dir / "metrics.json").is_file():
-            return FoldResult.from_dict(json.loads((fold_dir / "metrics.json").read_text()))
-    fitted = fit(train, val, fold_dir)
+        folder = RunFolder.claim(fold_dir, fold_identity, overwrite=overwrite)
+        if folder.status == "same" and folder.finished:
+            return FoldResult.from_dict(folder.read_json("metrics.json"))
+    fitted = fit(train, val, folder)
     evaluator = Evaluator(resolution)
     test_result = evaluator.evaluate(fitted.segmenter, test, fitted.threshold)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
@@ -232,11 +236,9 @@ def _run_fold(
         fitted.sweep,
         _early_stop_scores(fitted, test, test_result, evaluator),
     )
-    if fold_dir is not None:
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(fold_dir / "metrics.json", out.to_dict())
-        # The fold's metrics.json is now its record; the resumable training state is not needed.
-        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+    if folder is not None:
+        folder.write_json("metrics.json", out.to_dict())
+        folder.finish()
     return out
 
 
@@ -287,25 +289,22 @@ def run_folds(
     ``identity`` describes the run (model, strategy, config; see :mod:`samprompt.run_identity`):
     ``out_dir`` and each fold folder are reused only by a run that describes itself the same way
     (``overwrite=True`` empties ``out_dir`` first)."""
-    root = Path(out_dir) if out_dir is not None else None
     identity = {"protocol": name, **identity}
-    if root is not None:
-        claim_run_folder(
-            root,
-            {
-                **identity,
-                "k": k,
-                "seed": seed,
-                "resolution": resolution,
-                "data": dataset.fingerprint(),
-            },
-            overwrite=overwrite,
-        )
+    folder = None
+    if out_dir is not None:
+        root_identity = {
+            **identity,
+            "k": k,
+            "seed": seed,
+            "resolution": resolution,
+            "data": dataset.fingerprint(),
+        }
+        folder = RunFolder.claim(out_dir, root_identity, overwrite=overwrite)
     results = []
     for i, split in enumerate(cv_splits(len(dataset), k, seed)):
         if folds is not None and i not in folds:
             continue
-        fold_dir = root / f"fold_{i}" if root is not None else None
+        fold_dir = folder.path(f"fold_{i}") if folder is not None else None
         results.append(
             _run_fold(
                 i,
@@ -318,9 +317,9 @@ def run_folds(
                 identity,
             )
         )
-    result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta})
-    if root is not None:
-        write_json_atomic(root / "metrics.json", result.to_dict())
+    result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta}, folder)
+    if folder is not None:
+        folder.write_json("metrics.json", result.to_dict())
     return result
 
 
@@ -347,11 +346,13 @@ def cross_validate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    resolution: str = "low",
 ) -> ProtocolResult:
     """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
     validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
 
-    ``config=None`` evaluates the unmodified model (zero-shot) on the same folds. Each fold starts
+    ``config=None`` evaluates the unmodified model (zero-shot) on the same folds, scored at
+    ``resolution``; a fine-tuned run is scored at ``config.eval_resolution``. Each fold starts
     from the model's decoder weights as they are when this is called. With ``out_dir``, finished
     folds of the same run are reused and an interrupted one resumes; a folder holding another run
     is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`).
@@ -378,7 +379,7 @@ def cross_validate(
             seed=seed,
             folds=folds,
             out_dir=out_dir,
-            resolution=config.eval_resolution if config else "low",
+            resolution=config.eval_resolution if config else resolution,
             meta=meta,
             identity=_sam_identity(model, strategy, config),
             overwrite=overwrite,
@@ -446,7 +447,7 @@ def cross_dataset(
 
 def unet_cross_validate(
     dataset: Dataset | Sequence[Any],
-    config: Any = None,
+    config: UNetConfig | None = None,
     *,
     k: int = 5,
     seed: int = 0,
@@ -457,13 +458,13 @@ def unet_cross_validate(
 ) -> ProtocolResult:
     """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
     :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
-    from samprompt.baselines import UNetConfig, train_unet
-
     unet_config = config or UNetConfig(seed=seed)
 
-    def fit(train: Dataset, val: Dataset, fold_dir: Path | None) -> Any:
-        model, history = train_unet(train, val, unet_config, out_dir=fold_dir, progress=progress)
-        return FoldFit(model, model.threshold, tuple(attrs.asdict(r) for r in history))
+    def fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
+        out = fold_dir.root if fold_dir is not None else None
+        fitted = train_unet(train, val, unet_config, out_dir=out, progress=progress)
+        history = tuple(attrs.asdict(r) for r in fitted.history)
+        return FoldFit(fitted.model, fitted.model.threshold, history, tuple(fitted.sweep.rows()))
 
     return run_folds(
         "unet",

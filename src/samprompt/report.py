@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from samprompt.atomic import write_json_atomic
+from samprompt.atomic import write_atomic
+from samprompt.runs import RunFolder
 
 __all__ = [
     "format_pm",
@@ -38,12 +39,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_metrics(
-    out_dir: str | Path, metrics: Mapping[str, Any], title: str, notes: Sequence[str] = ()
+    run: RunFolder, metrics: Mapping[str, Any], title: str, notes: Sequence[str] = ()
 ) -> Path:
     """Write ``metrics.json`` and ``summary.md`` (summary first, then the per-image table)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", dict(metrics))
+    run.write_json("metrics.json", dict(metrics))
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
     lines += [
@@ -78,17 +77,14 @@ def write_metrics(
             cols, [[f"{r[c]:.4f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows]
         )
     )
-    tmp = out / "summary.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "summary.md")
-    return out
+    run.write_text("summary.md", "\n".join(lines) + "\n")
+    return run.root
 
 
 def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
     """Lay out, write (creating the folder) and close a figure."""
     fig.tight_layout(rect=rect)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
 

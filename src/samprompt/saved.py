@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from samprompt._version import __version__
 from samprompt.atomic import write_json_atomic
+from samprompt.data.sample import Sample
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import CheckpointError, CheckpointMismatchError, PluginError, SampromptError
 from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
+from samprompt.plugins import get_strategy
 from samprompt.prompts.strategy import PromptStrategy
-
-if TYPE_CHECKING:
-    from samprompt.segmenter import SamSegmenter
+from samprompt.segmenter import SamSegmenter
 
 __all__ = [
     "check_weights_hash",
@@ -152,8 +152,6 @@ def verify_strategy_roundtrip(strategy: PromptStrategy) -> None:
     A saved model rebuilds its strategy from the registry and the saved state; a plugin whose
     state does not restore it would make ``predict`` prompt differently from training.
     """
-    from samprompt.plugins import get_strategy
-
     name = strategy.name
     try:
         state = json.loads(json.dumps(strategy.state_dict(), allow_nan=False))
@@ -191,9 +189,7 @@ def verify_strategy_roundtrip(strategy: PromptStrategy) -> None:
         )
 
 
-def _probe_sample() -> Any:
-    from samprompt.data.sample import Sample
-
+def _probe_sample() -> Sample:
     image = np.zeros((64, 48, 3), np.uint8)
     mask = np.zeros((64, 48), bool)
     mask[16:48, 8:40] = True
@@ -212,9 +208,6 @@ def load_sam_model(
     ``checkpoint`` may be a path or spec (default: the one recorded in ``model.json``) or an
     already loaded model, whose decoder weights are then replaced.
     """
-    from samprompt.plugins import get_strategy
-    from samprompt.segmenter import SamSegmenter
-
     folder = Path(folder)
     meta = read_model_json(folder)
     if meta.get("kind") != "sam":

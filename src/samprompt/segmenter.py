@@ -7,46 +7,32 @@ as in the paper); ``"original"`` is each image's own size (logits upsampled bili
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
 
-from samprompt.data.preprocess import low_res_target, valid_shape
 from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.decoder import decode_low_res
-from samprompt.embeddings import EmbeddingCache
+from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
 from samprompt.errors import ConfigError, PromptError
+from samprompt.frames import (
+    LOW_RES,
+    RESOLUTIONS,
+    autocast,
+    check_resolution,
+    resize_probability,
+    target_at,
+    valid_shape,
+)
 from samprompt.model import LoadedSam
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 
-if TYPE_CHECKING:
-    from samprompt.interop import PromptedPredictor
-
 __all__ = ["RESOLUTIONS", "MeanMaskPrior", "SamSegmenter", "Segmenter", "target_at"]
-
-RESOLUTIONS = ("low", "original")
-LOW_RES = 256
-
-
-def _check_resolution(resolution: str) -> None:
-    if resolution not in RESOLUTIONS:
-        raise ConfigError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
-
-
-def target_at(mask: np.ndarray, resolution: str, low_res: int = LOW_RES) -> np.ndarray:
-    """Ground truth in the frame a prediction at ``resolution`` is scored in."""
-    _check_resolution(resolution)
-    if resolution == "original":
-        return mask
-    h, w = valid_shape(mask.shape[0], mask.shape[1], low_res)
-    return low_res_target(mask, low_res)[:h, :w]
 
 
 @runtime_checkable
@@ -64,11 +50,6 @@ class Segmenter(Protocol):
     def predict_proba(self, samples: Dataset, *, resolution: str = "low") -> Iterator[np.ndarray]:
         """Foreground probabilities in [0, 1], one float32 array per sample, in order."""
         ...
-
-
-def _resize_probability(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    image = Image.fromarray(array.astype(np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 class MeanMaskPrior:
@@ -101,7 +82,7 @@ class MeanMaskPrior:
         """Average the training masks on the grid; returns self."""
         total, count = np.zeros((self.grid, self.grid)), 0
         for sample in train:
-            total += _resize_probability(
+            total += resize_probability(
                 sample.require_mask().astype(np.float32), self.grid, self.grid
             )
             count += 1
@@ -111,14 +92,14 @@ class MeanMaskPrior:
         return self
 
     def predict_proba(self, samples: Dataset, *, resolution: str = "low") -> Iterator[np.ndarray]:
-        _check_resolution(resolution)
+        check_resolution(resolution)
         if self.mean is None:
             raise ConfigError("mean-mask prior is not fitted")
         for sample in samples:
             h, w = sample.size
             if resolution == "low":
                 h, w = valid_shape(h, w, LOW_RES)
-            yield _resize_probability(self.mean, h, w)
+            yield resize_probability(self.mean, h, w)
 
 
 class SamSegmenter:
@@ -181,14 +162,18 @@ class SamSegmenter:
         self.precision = precision
         self.multimask_output = multimask_output
         self.prompts = dict(prompts or {})
+        self._known: list[tuple[Dataset, EmbeddingIndex]] = []
 
-    def predictor(self) -> PromptedPredictor:
-        """A ``segment_anything.SamPredictor`` on this model, set up to segment as
-        :meth:`predict_masks` does (single-mask output, this threshold as a logit, the strategy's
-        prompts): see :class:`samprompt.interop.PromptedPredictor`."""
-        from samprompt.interop import PromptedPredictor
+    def remember(self, dataset: Dataset, index: EmbeddingIndex) -> None:
+        """Use ``index`` for ``dataset`` (this very object) instead of looking its images up in
+        the cache again: the fine-tuner hands over the validation split it already embedded."""
+        self._known.append((dataset, index))
 
-        return PromptedPredictor(self)
+    def _index(self, dataset: Dataset) -> EmbeddingIndex:
+        for known, index in self._known:
+            if known is dataset:
+                return index
+        return self.cache.embed(self.model, dataset, device=self.device)
 
     def inference_prompt(self, sample: Sample) -> Prompt:
         """The given prompt for this id, else the strategy's (which may need the mask)."""
@@ -207,20 +192,15 @@ class SamSegmenter:
     ) -> Iterator[tuple[Sample, torch.Tensor]]:
         """Yield ``(sample, logits)`` with ``(S, S)`` float32 CPU logits in the low-res frame."""
         dataset = as_dataset(samples)
-        index = self.cache.embed(self.model, dataset, device=self.device)
+        index = self._index(dataset)
         sam = self.model.sam.to(self.device)
-        autocast = (
-            torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else nullcontext()
-        )
         positions = list(range(len(dataset)))
         bar = tqdm(total=len(dataset), desc="predicting", unit="img", disable=not progress)
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
             batch = [dataset[i] for i in chunk]
             prompts = [self.inference_prompt(s) for s in batch]
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 logits = decode_low_res(
                     sam,
                     index.load(chunk, self.device),
@@ -234,7 +214,7 @@ class SamSegmenter:
     def predict_proba(
         self, samples: Dataset, *, resolution: str = "low", progress: bool = False
     ) -> Iterator[np.ndarray]:
-        _check_resolution(resolution)
+        check_resolution(resolution)
         side = self.model.low_res_size
         for sample, logits in self.low_res_logits(samples, progress=progress):
             h, w = valid_shape(*sample.size, side)
@@ -268,15 +248,3 @@ class SamSegmenter:
             strict=True,
         ):
             yield sample.id, prob >= self.threshold
-
-
-def prompts_from_json(data: Mapping[str, object] | Sequence[object]) -> dict[str, Prompt]:
-    """Read ``{"<id>": {"boxes": [[x0, y0, x1, y1], ...], "image_size": [H, W]}, ...}``."""
-    if not isinstance(data, Mapping):
-        raise PromptError("boxes file must hold a JSON object mapping image ids to prompts")
-    prompts = {}
-    for ident, entry in data.items():
-        if not isinstance(entry, Mapping) or "image_size" not in entry:
-            raise PromptError(f"boxes file: entry {ident!r} needs 'image_size' [H, W] and 'boxes'")
-        prompts[str(ident)] = Prompt.from_dict(entry)
-    return prompts

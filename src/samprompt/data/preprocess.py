@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
+
+from samprompt.frames import low_res_target, valid_shape
 
 __all__ = [
     "PREPROCESSING_VERSION",
@@ -31,12 +32,6 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     return image
-
-
-def valid_shape(height: int, width: int, side: int) -> tuple[int, int]:
-    """Size ``(h, w)`` of an ``height x width`` image resized so its longest side is ``side``."""
-    h, w = ResizeLongestSide.get_preprocess_shape(height, width, side)
-    return int(h), int(w)
 
 
 def preprocess_image(sam: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -60,16 +55,3 @@ def preprocess_image(sam: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[i
     resized = transform.apply_image(to_rgb(image))
     tensor = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1)[None].float()
     return sam.preprocess(tensor), (int(resized.shape[0]), int(resized.shape[1]))
-
-
-def low_res_target(mask: np.ndarray, side: int = 256) -> np.ndarray:
-    """The decoder's target: ``mask`` in the low-res frame, ``(side, side)`` bool.
-
-    The mask is resized (box filter, threshold 0.5) so its longest side is ``side`` and padded with
-    background at the bottom/right, exactly where SAM pads the image.
-    """
-    h, w = valid_shape(mask.shape[0], mask.shape[1], side)
-    small = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX)
-    target = np.zeros((side, side), bool)
-    target[:h, :w] = np.asarray(small) >= 128
-    return target

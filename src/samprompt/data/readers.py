@@ -172,10 +172,6 @@ class PairedDataset(Dataset):
     def ids(self) -> list[str]:
         return [p.id for p in self._pairs]
 
-    def image_path(self, index: int) -> Path:
-        """Path of the image at ``index``."""
-        return self._pairs[index].image
-
     def _digest(self, index: int) -> str:
         # The files' bytes identify the sample without decoding it.
         pair = self._pairs[index]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from samprompt.families.base import ModelFamily
 from samprompt.families.litemedsam import LiteMedSAMFamily
 from samprompt.families.vit import ViTFamily
-from samprompt.hookspecs import hookimpl
+from samprompt.markers import hookimpl
 
 
 @hookimpl

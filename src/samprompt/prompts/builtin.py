@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from samprompt.hookspecs import hookimpl
+from samprompt.markers import hookimpl
 from samprompt.prompts.combined import Combined
 from samprompt.prompts.mean_points import MeanPoints
 from samprompt.prompts.perturbed_box import PerturbedBox

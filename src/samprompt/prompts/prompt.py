@@ -67,41 +67,10 @@ class Prompt:
             raise PromptError("points and point_labels must be given together")
         if self.points is None and self.boxes is None:
             raise PromptError("a prompt needs points, boxes or both")
-        tol = 1e-6
         if self.points is not None and self.point_labels is not None:
-            pts, labels = self.points, self.point_labels
-            if pts.ndim != 2 or pts.shape[1] != 2 or labels.shape != (pts.shape[0],):
-                raise PromptError(
-                    f"points must be (N, 2) with labels (N,), got {pts.shape} and {labels.shape}"
-                )
-            if not np.isfinite(pts).all():
-                raise PromptError("points contain NaN or infinite values")
-            if not np.isin(labels, (0, 1)).all():
-                raise PromptError(f"point labels must be 0 or 1, got {np.unique(labels).tolist()}")
-            inside = (
-                (pts >= -tol).all()
-                and (pts[:, 0] <= w - 1 + tol).all()
-                and (pts[:, 1] <= h - 1 + tol).all()
-            )
-            if not inside:
-                raise PromptError(f"points outside the {w}x{h} image: {pts.tolist()}")
+            _check_points(self.points, self.point_labels, h, w)
         if self.boxes is not None:
-            boxes = self.boxes
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise PromptError(f"boxes must be (K, 4) XYXY, got {boxes.shape}")
-            if not np.isfinite(boxes).all():
-                raise PromptError("boxes contain NaN or infinite values")
-            bad = (
-                (boxes[:, 0] > boxes[:, 2])
-                | (boxes[:, 1] > boxes[:, 3])
-                | (boxes[:, :2] < -tol).any(axis=1)
-                | (boxes[:, 2] > w - 1 + tol)
-                | (boxes[:, 3] > h - 1 + tol)
-            )
-            if bad.any():
-                raise PromptError(
-                    f"boxes not inside the {w}x{h} image or not XYXY: {boxes[bad].tolist()}"
-                )
+            _check_boxes(self.boxes, h, w)
 
     @property
     def num_points(self) -> int:
@@ -163,3 +132,43 @@ class Prompt:
     def same_as(self, other: Prompt) -> bool:
         """True when both prompts hold exactly the same numbers."""
         return self.to_dict() == other.to_dict()
+
+
+#: How far outside the image (in pixels) a coordinate may be and still count as inside.
+_TOLERANCE = 1e-6
+
+
+def _check_points(pts: np.ndarray, labels: np.ndarray, h: int, w: int) -> None:
+    if pts.ndim != 2 or pts.shape[1] != 2 or labels.shape != (pts.shape[0],):
+        raise PromptError(
+            f"points must be (N, 2) with labels (N,), got {pts.shape} and {labels.shape}"
+        )
+    if not np.isfinite(pts).all():
+        raise PromptError("points contain NaN or infinite values")
+    if not np.isin(labels, (0, 1)).all():
+        raise PromptError(f"point labels must be 0 or 1, got {np.unique(labels).tolist()}")
+    tol = _TOLERANCE
+    inside = (
+        (pts >= -tol).all()
+        and (pts[:, 0] <= w - 1 + tol).all()
+        and (pts[:, 1] <= h - 1 + tol).all()
+    )
+    if not inside:
+        raise PromptError(f"points outside the {w}x{h} image: {pts.tolist()}")
+
+
+def _check_boxes(boxes: np.ndarray, h: int, w: int) -> None:
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise PromptError(f"boxes must be (K, 4) XYXY, got {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise PromptError("boxes contain NaN or infinite values")
+    tol = _TOLERANCE
+    bad = (
+        (boxes[:, 0] > boxes[:, 2])
+        | (boxes[:, 1] > boxes[:, 3])
+        | (boxes[:, :2] < -tol).any(axis=1)
+        | (boxes[:, 2] > w - 1 + tol)
+        | (boxes[:, 3] > h - 1 + tol)
+    )
+    if bad.any():
+        raise PromptError(f"boxes not inside the {w}x{h} image or not XYXY: {boxes[bad].tolist()}")

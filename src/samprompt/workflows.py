@@ -1,0 +1,364 @@
+"""What each command does beyond parsing, as library functions with typed arguments.
+
+Each workflow claims its output folder (:class:`~samprompt.runs.RunFolder`), does the work,
+writes its report and finishes the folder; :mod:`samprompt.commands` maps a parsed command line
+to one call here and prints one line, and :mod:`samprompt.demo` uses the same pieces.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from samprompt._version import __version__
+from samprompt.atomic import save_png_atomic
+from samprompt.baselines import UNetConfig, UNetSegmenter, load_unet_model, train_unet
+from samprompt.config import FinetuneConfig
+from samprompt.data.sample import Dataset
+from samprompt.data.splits import train_val_test_split
+from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import PromptError
+from samprompt.evaluate import EvalResult, Evaluator, PriorComparison, score_with_prior
+from samprompt.finetune import Finetuner, FitResult
+from samprompt.hashing import file_sha256
+from samprompt.model import LoadedSam
+from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.protocols import ProtocolResult, cross_validate
+from samprompt.report import plot_learning_curve, write_metrics
+from samprompt.runs import RunFolder
+from samprompt.saved import read_model_json
+from samprompt.segmenter import SamSegmenter, Segmenter
+
+__all__ = [
+    "FinetuneReport",
+    "UNetReport",
+    "cross_validate_and_report",
+    "evaluate_model_folder",
+    "finetune_and_report",
+    "load_model_folder",
+    "predict_folder",
+    "read_boxes_file",
+    "report_notes",
+    "split_60_20_20",
+    "train_unet_and_report",
+]
+
+
+@attrs.frozen
+class Splits:
+    """The train, validation and test parts of a dataset."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    def sizes(self, seed: int) -> dict[str, int]:
+        """``{"train": n, "val": n, "test": n, "seed": seed}`` for reports."""
+        return {
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "seed": seed,
+        }
+
+
+def split_60_20_20(data: Dataset, seed: int) -> Splits:
+    """The paper's 60/20/20 train/validation/test split of ``data``."""
+    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), seed)
+    return Splits(data.subset(split.train), data.subset(split.val), data.subset(split.test))
+
+
+def report_notes(model: LoadedSam, strategy: PromptStrategy, resolution: str) -> list[str]:
+    """The lines every SAM report starts with: weights, prompts (oracle or not), resolution."""
+    notes = []
+    if model.is_random:
+        notes.append(
+            f"**RANDOM WEIGHTS ({model.spec}): these numbers are not meaningful about SAM.**"
+        )
+    notes.append(f"checkpoint: {model.spec} (SAM {model.variant}, sha256 {model.sha256})")
+    oracle = (
+        " — ORACLE: prompts built from ground-truth masks at test time"
+        if strategy.needs_mask_at_inference
+        else ""
+    )
+    notes.append(f"prompt strategy: {strategy.name}{oracle}")
+    where = "256x256 low-res frame" if resolution == "low" else "original image size"
+    notes.append(f"evaluation resolution: {where}")
+    notes.append(f"samprompt {__version__}")
+    return notes
+
+
+# ------------------------------------------------------------------ training
+@attrs.frozen(eq=False)
+class FinetuneReport:
+    """What :func:`finetune_and_report` did: the fit, and the test scores beside the prior."""
+
+    fit: FitResult
+    scores: PriorComparison | None
+    folder: Path
+
+
+def finetune_and_report(
+    model: LoadedSam,
+    data: Dataset,
+    strategy: PromptStrategy,
+    config: FinetuneConfig,
+    out: str | Path,
+    *,
+    cache: EmbeddingCache,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    main_rank: bool = True,
+) -> FinetuneReport:
+    """Split 60/20/20, fine-tune, score the test split beside the mean-mask prior, and write the
+    model folder with ``metrics.json``, ``summary.md`` and ``learning_curve.png``."""
+    parts = split_60_20_20(data, seed)
+    folder = Path(out)
+    if not main_rank:  # other torchrun ranks train and read the checkpoint, never write
+        tuner = Finetuner(model, strategy, config, cache=cache, out_dir=folder, progress=False)
+        return FinetuneReport(tuner.fit(parts.train, parts.val, resume=resume), None, folder)
+    identity = Finetuner(model, strategy, config, cache=cache).run_identity(parts.train, parts.val)
+    run = RunFolder.claim(folder, identity, overwrite=overwrite)
+    run.check_resumable(resume)
+    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=run, progress=progress)
+    result = tuner.fit(parts.train, parts.val, resume=resume)
+    plot_learning_curve([attrs.asdict(r) for r in result.history], run.path("learning_curve.png"))
+    resolution = tuner.config.eval_resolution
+    scores = score_with_prior(result.segmenter, parts.train, parts.test, resolution)
+    metrics = scores.to_dict() | {
+        "split": parts.sizes(seed),
+        "best_epoch": result.best_epoch,
+        "oracle": bool(strategy.needs_mask_at_inference),
+    }
+    notes = [
+        *report_notes(model, strategy, resolution),
+        f"best epoch {result.best_epoch}, threshold {result.threshold} (chosen on validation)",
+    ]
+    write_metrics(run, metrics, "Fine-tuned SAM mask decoder: test split", notes)
+    run.finish()
+    return FinetuneReport(result, scores, folder)
+
+
+@attrs.frozen(eq=False)
+class UNetReport:
+    """What :func:`train_unet_and_report` did: the model, and the test scores beside the prior."""
+
+    model: UNetSegmenter
+    scores: PriorComparison
+    folder: Path
+
+
+def train_unet_and_report(
+    data: Dataset,
+    config: UNetConfig,
+    out: str | Path,
+    *,
+    resolution: str = "low",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> UNetReport:
+    """The U-Net baseline on the 60/20/20 split: a model folder that ``evaluate`` and ``predict``
+    accept, with ``metrics.json``, ``summary.md`` and ``learning_curve.png``."""
+    parts = split_60_20_20(data, config.seed)
+    identity = {
+        "baseline": "unet",
+        "config": attrs.asdict(config),
+        "data": data.fingerprint(),
+        "resolution": resolution,
+    }
+    run = RunFolder.claim(out, identity, overwrite=overwrite)
+    fitted = train_unet(parts.train, parts.val, config, out_dir=run.root, progress=progress)
+    plot_learning_curve(
+        [attrs.asdict(r) for r in fitted.history],
+        run.path("learning_curve.png"),
+        "U-Net learning curve",
+    )
+    scores = score_with_prior(fitted.model, parts.train, parts.test, resolution)
+    sizes = parts.sizes(config.seed)
+    notes = [
+        f"MONAI UNet from scratch, {config.epochs} epochs, DiceFocalLoss, Adam lr {config.lr}",
+        f"split 60/20/20 seed {config.seed}: {sizes['train']}/{sizes['val']}/{sizes['test']} "
+        "images",
+    ]
+    write_metrics(run, scores.to_dict(), "U-Net baseline: test split", notes)
+    run.finish()
+    return UNetReport(fitted.model, scores, run.root)
+
+
+def cross_validate_and_report(
+    data: Dataset,
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig | None,
+    out: str | Path,
+    *,
+    folds: int,
+    seed: int,
+    cache: EmbeddingCache,
+    resolution: str = "low",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ProtocolResult:
+    """k-fold cross-validation (``config=None``: zero-shot) with its report in ``out``.
+
+    Zero-shot folds are scored at ``resolution``; fine-tuned ones at ``config.eval_resolution``.
+    """
+    result = cross_validate(
+        data,
+        model,
+        strategy,
+        config,
+        k=folds,
+        seed=seed,
+        cache=cache,
+        out_dir=out,
+        progress=progress,
+        overwrite=overwrite,
+        resolution=resolution,
+    )
+    kind = "zero-shot" if config is None else "fine-tuned"
+    notes = [
+        *report_notes(model, strategy, result.to_dict()["resolution"]),
+        "mean ± std over folds of the fold means",
+    ]
+    if result.folder is not None:
+        write_metrics(
+            result.folder, result.to_dict(), f"{folds}-fold cross-validation ({kind})", notes
+        )
+        result.folder.finish()
+    return result
+
+
+# --------------------------------------------------------- saved model folders
+def load_model_folder(
+    folder: str | Path, checkpoint: str | None, cache: EmbeddingCache, device: str
+) -> SamSegmenter | UNetSegmenter:
+    """A saved model folder of either kind (fine-tuned SAM or U-Net), ready to predict."""
+    if read_model_json(folder).get("kind") == "unet":
+        return load_unet_model(folder, device=device)
+    return Finetuner.load(folder, checkpoint, cache=cache, device=device)
+
+
+def _model_identity(folder: str | Path) -> dict[str, Any]:
+    meta = read_model_json(folder)
+    return {"folder": str(Path(folder).resolve()), "weights_sha256": meta.get("weights_sha256")}
+
+
+def evaluate_model_folder(
+    model_folder: str | Path,
+    data: Dataset,
+    out: str | Path,
+    *,
+    cache: EmbeddingCache,
+    checkpoint: str | None = None,
+    threshold: float | None = None,
+    resolution: str = "low",
+    device: str = "cpu",
+    overwrite: bool = False,
+    data_name: str = "",
+) -> EvalResult:
+    """Score a saved model on labelled ``data`` into the report folder ``out``."""
+    identity = {
+        "evaluation": _model_identity(model_folder),
+        "checkpoint": checkpoint,
+        "data": data.fingerprint(),
+        "threshold": threshold,
+        "resolution": resolution,
+    }
+    run = RunFolder.claim(out, identity, overwrite=overwrite)
+    model = load_model_folder(model_folder, checkpoint, cache, device)
+    result = Evaluator(resolution).evaluate(model, data, threshold)
+    notes = [f"model: {model_folder}", f"data: {data_name or 'dataset'} ({len(data)} images)"]
+    if isinstance(model, SamSegmenter):
+        notes = report_notes(model.model, model.strategy, resolution) + notes
+    write_metrics(run, result.to_dict(), "Evaluation", notes)
+    run.finish()
+    return result
+
+
+def read_boxes_file(path: str | Path, data: Dataset) -> dict[str, Prompt]:
+    """Prompts by image id from ``{"<id>": [[x0, y0, x1, y1], ...]}`` or
+    ``{"<id>": {"boxes": ..., "points": ..., "point_labels": ...}}``."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read the boxes file ({exc.strerror or exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise PromptError(f"{path}: expected a JSON object {{id: [[x0, y0, x1, y1], ...]}}")
+    sizes = {s.id: s.size for s in data}
+    prompts = {}
+    for ident, boxes in raw.items():
+        if ident not in sizes:
+            raise PromptError(f"{path}: id {ident!r} is not among the images")
+        entry = boxes if isinstance(boxes, dict) else {"boxes": boxes}
+        prompts[ident] = Prompt(
+            sizes[ident],
+            boxes=entry.get("boxes"),
+            points=entry.get("points"),
+            point_labels=entry.get("point_labels"),
+        )
+    return prompts
+
+
+def _give_prompts(model: Segmenter, prompts: Mapping[str, Prompt], ids: Sequence[str]) -> None:
+    if not isinstance(model, SamSegmenter):
+        return
+    model.prompts = dict(prompts)
+    missing = [i for i in ids if i not in model.prompts]
+    if model.strategy.needs_mask_at_inference and missing:
+        raise PromptError(
+            f"strategy {model.strategy.name!r} takes its boxes from ground-truth masks, which new "
+            f"images do not have; pass --boxes FILE.json with boxes for {len(missing)} image(s), "
+            f"e.g. {missing[:3]}"
+        )
+
+
+def write_masks(
+    run: RunFolder, data: Dataset, model: Segmenter, threshold: float | None = None
+) -> int:
+    """Write ``<id>.png`` (0/255, at each image's size) for every image; returns the count."""
+    cut = model.threshold if threshold is None else threshold
+    count = 0
+    for sample, prob in zip(data, model.predict_proba(data, resolution="original"), strict=True):
+        save_png_atomic(run.path(f"{sample.id}.png"), (prob >= cut).astype(np.uint8) * 255)
+        count += 1
+    return count
+
+
+def predict_folder(
+    model_folder: str | Path,
+    images: Dataset,
+    out: str | Path,
+    *,
+    cache: EmbeddingCache,
+    boxes: str | Path | None = None,
+    checkpoint: str | None = None,
+    threshold: float | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> int:
+    """Masks of a saved model for new ``images`` into ``out``; returns how many were written."""
+    prompts = read_boxes_file(boxes, images) if boxes is not None else {}
+    model = load_model_folder(model_folder, checkpoint, cache, device)
+    _give_prompts(model, prompts, images.ids)
+    identity = {
+        "prediction": _model_identity(model_folder),
+        "checkpoint": checkpoint,
+        "images": images.fingerprint(),
+        "boxes": None if boxes is None else file_sha256(boxes),
+        "threshold": threshold,
+    }
+    run = RunFolder.claim(out, identity, overwrite=overwrite)
+    count = write_masks(run, images, model, threshold)
+    run.finish()
+    return count
