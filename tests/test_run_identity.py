@@ -220,7 +220,7 @@ def test_cli_refuses_bad_inputs_with_one_line(
     [
         (lambda meta: [meta], "not a samprompt model"),
         (lambda meta: {k: v for k, v in meta.items() if k != "sam"}, "field sam is missing"),
-        (lambda meta: {**meta, "threshold": 5}, "threshold 5"),
+        (lambda meta: {**meta, "threshold": 5}, "field threshold: 5 is"),
         (lambda meta: {**meta, "sam": {**meta["sam"], "sha256": 3}}, "sam.sha256"),
         (lambda meta: {**meta, "kind": "unet"}, "model.json: invalid U-Net config"),
     ],

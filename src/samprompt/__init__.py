@@ -10,6 +10,7 @@ line's ``--help`` do not pay for PyTorch, segment_anything and MONAI until somet
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from samprompt._version import __version__
@@ -107,14 +108,22 @@ __all__ = [
 ]
 
 
+def _submodules() -> set[str]:
+    """The package's modules and subpackages, by name (``data``, ``training`` ...)."""
+    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _submodules():  # samprompt.data, samprompt.protocols ... as with scipy
+        value = importlib.import_module(f"samprompt.{name}")
+    else:
         raise AttributeError(f"module 'samprompt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted({*globals(), *_EXPORTS, *_submodules()})

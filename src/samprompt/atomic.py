@@ -59,6 +59,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp.touch()  # an unwritable folder fails here, as an OSError naming the file
     try:
         yield tmp
         _fsync(tmp)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from samprompt._version import __version__
 from samprompt.atomic import save_safetensors_atomic, write_json_atomic
-from samprompt.config import FinetuneConfig
+from samprompt.config import FinetuneConfig, check_seed
 from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.errors import CheckpointError, ConfigError
 from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator, SweepResult
@@ -72,6 +72,7 @@ class UNetConfig:
     def __attrs_post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or len(self.channels) < 2:
             raise ConfigError(f"invalid U-Net config: {self}")
+        check_seed(self.seed)
 
     def build(self) -> UNet:
         """A freshly initialised network."""

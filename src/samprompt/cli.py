@@ -43,7 +43,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     device.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     seed = argparse.ArgumentParser(add_help=False)
     seed.add_argument(
-        "--seed", type=int, default=0, help="seed of splits, shuffling and prompts (default 0)"
+        "--seed", type=_seed, default=0, help="seed of splits, shuffling and prompts (default 0)"
     )
     overwrite = argparse.ArgumentParser(add_help=False)
     overwrite.add_argument(
@@ -159,6 +159,16 @@ def _early_stopping_args(p: argparse.ArgumentParser) -> None:
         help="best epoch (kept at the end, and what --patience watches): lowest validation loss "
         "(default) or highest validation F1",
     )
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"a seed is from 0 to {2**32 - 1}, got {text}")
+    return value
 
 
 def _probability(text: str) -> float:
@@ -404,6 +414,11 @@ def _add_export(sub: _Subparsers, parents: Parents) -> None:
         metavar=("H", "W"),
         help="list the fitted prompts for this image size (repeatable; default: the model's "
         "input size)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--format sam: replace an existing OUT and its .json (refused without it)",
     )
     p.set_defaults(handler="cmd_export")
 

@@ -94,6 +94,17 @@ def _config(args: argparse.Namespace) -> FinetuneConfig:
     )
 
 
+def _inputs(args: argparse.Namespace, *names: str) -> dict[str, str | None]:
+    """The command's input paths by option (``--data`` ...); names that are not files or
+    folders (``litemedsam``, ``random:tiny``) are left out."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and Path(value).exists():
+            found["--" + name.replace("_", "-")] = str(value)
+    return found
+
+
 def _scores_line(scores: EvalResult, prior: float | None = None) -> str:
     line = (
         f"F1 {scores.f1_mean:.4f} ± {scores.f1_std:.4f}, "
@@ -149,6 +160,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         main_rank=distributed.is_main(),
+        inputs=_inputs(args, "data", "checkpoint"),
     )
     if report.scores is not None:
         scores = report.scores
@@ -177,6 +189,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        inputs=_inputs(args, "data", "checkpoint"),
     )
     s = result.summary()
     print(
@@ -201,6 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         data_name=args.data,
+        inputs=_inputs(args, "data", "checkpoint"),
     )
     print(f"{_scores_line(result)} on {len(data)} images; report in {args.out}")
     return 0
@@ -219,6 +233,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         device=args.device,
         overwrite=args.overwrite,
+        inputs=_inputs(args, "images", "checkpoint"),
     )
     print(f"wrote {count} masks (0/255 PNG, each at its image's size) to {args.out}")
     return 0
@@ -240,7 +255,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.decoder_only:
         raise SampromptError("--decoder-only applies to --format onnx")
     weights, side = export_sam_checkpoint(
-        args.model, args.out, checkpoint=args.checkpoint, image_sizes=sizes
+        args.model,
+        args.out,
+        checkpoint=args.checkpoint,
+        image_sizes=sizes,
+        overwrite=args.overwrite,
     )
     print(f"wrote {weights} (full model, fine-tuned decoder merged) and {side} (how to prompt it)")
     return 0
@@ -268,6 +287,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         precision=args.precision,
         quick=args.quick,
         overwrite=args.overwrite,
+        data_path=Path(args.data),
+        test_data_path=Path(args.test_data) if args.test_data else None,
     )
     cache = (
         EmbeddingCache(args.cache, precision=args.precision, progress=not args.quiet)
@@ -297,6 +318,7 @@ def cmd_baseline_unet(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        inputs=_inputs(args, "data"),
     )
     scores = report.scores
     print(

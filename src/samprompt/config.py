@@ -57,6 +57,20 @@ def _integer(instance: object, attribute: attrs.Attribute[Any], value: object) -
         raise ConfigError(f"{attribute.name} must be an integer, got {value!r}")
 
 
+#: Seeds are what numpy's and torch's generators all accept: 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: object, what: str = "seed") -> None:
+    """Refuse a seed that is not a whole number from 0 to :data:`MAX_SEED`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{what} must be a whole number from 0 to {MAX_SEED}, got {value!r}")
+
+
+def _seed(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_seed(value, attribute.name)
+
+
 def _boolean(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{attribute.name} must be true or false, got {value!r}")
@@ -164,7 +178,7 @@ class FinetuneConfig:
     loss: str = attrs.field(default="dice_focal", validator=_one_of("dice_focal", "dice_ce"))
     lambda_dice: float = attrs.field(default=1.0, validator=_non_negative)
     lambda_other: float = attrs.field(default=1.0, validator=_non_negative)
-    seed: int = attrs.field(default=0, validator=_integer)
+    seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="cpu", validator=_device)
     precision: str = attrs.field(default="fp32", validator=_one_of("fp32", "bf16"))
     checkpoint_every: int = attrs.field(default=1, validator=[_integer, _non_negative])

@@ -23,11 +23,12 @@ from samprompt.config import FinetuneConfig
 from samprompt.data.phantoms import make_phantoms
 from samprompt.data.sample import Dataset
 from samprompt.embeddings import EmbeddingCache
-from samprompt.errors import RandomWeightsWarning
+from samprompt.errors import RandomWeightsWarning, RunFolderError
 from samprompt.evaluate import EvalResult, Evaluator
 from samprompt.finetune import Finetuner, FitResult
 from samprompt.model import LoadedSam, load_sam
 from samprompt.plugins import get_strategy
+from samprompt.prompts.calls import fit_strategy
 from samprompt.report import (
     format_pm,
     markdown_table,
@@ -35,7 +36,7 @@ from samprompt.report import (
     plot_learning_curves,
     plot_overlays,
 )
-from samprompt.runs import RunFolder
+from samprompt.runs import FINISHED, RunFolder
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter
 from samprompt.workflows import Splits, split_60_20_20
 
@@ -93,7 +94,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _zero_shot(model: LoadedSam, parts: Splits, cache: EmbeddingCache) -> EvalResult:
     strategy = get_strategy("mean-points")
-    strategy.fit(parts.train)
+    fit_strategy(strategy, parts.train)
     segmenter = SamSegmenter(
         model, strategy, cache, multimask_output=model.family_info.zero_shot_multimask
     )
@@ -110,11 +111,13 @@ def _fine_tune(
     out: Path,
     progress: bool,
 ) -> FitResult:
-    """Fine-tune into ``out``, resuming an interrupted run of the same settings."""
+    """Fine-tune into ``out``: resume an interrupted run of the same settings, redo a finished
+    one (the demo as a whole did not finish, so its rows are recomputed)."""
     tuner = Finetuner(
         model, get_strategy("mean-points"), config, cache=cache, out_dir=out, progress=progress
     )
-    return tuner.fit(parts.train, parts.val, resume=True)
+    finished = (out / FINISHED).is_file()
+    return tuner.fit(parts.train, parts.val, resume=not finished, overwrite=finished)
 
 
 @attrs.frozen(eq=False)
@@ -249,13 +252,18 @@ def run_demo(
         Show progress bars.
     overwrite : bool
         Start afresh in ``out``. Without it, a folder holding a demo with other settings (or
-        anything else) is refused, and one holding this same demo is finished or redone from
-        its saved runs.
+        anything else) or this same demo finished is refused; an interrupted demo of the same
+        settings is completed.
     """
     tick = time.perf_counter()
     run = RunFolder.claim(
         out, {"demo": {"epochs": epochs, "images": n_images}}, overwrite=overwrite
     )
+    if run.finished:
+        raise RunFolderError(
+            f"{out} already holds this finished demo (see {run.path('summary.md')}); pass "
+            "--overwrite to run it again, or choose another --out"
+        )
     print(
         f"samprompt demo: LiteMedSAM (pretrained, built in) on {n_images} synthetic chest phantoms; "
         f"zero-shot vs fine-tuned ({epochs} epochs) vs a random-encoder control vs the mean-mask "

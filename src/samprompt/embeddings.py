@@ -150,13 +150,21 @@ class EmbeddingCache:
         return self.root / encoder[:16] / key[:2] / f"{key}.npy"
 
     @staticmethod
-    def _readable(path: Path) -> bool:
-        """A usable entry: a readable array of finite numbers (else it is recomputed)."""
+    def _readable(path: Path, shape: tuple[int, ...]) -> bool:
+        """A usable entry: a readable float16 array of ``shape``, all finite (else it is
+        recomputed, with a warning naming the file)."""
         if not path.is_file():
             return False
         try:
             entry = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError):
+            return False
+        if entry.dtype != np.float16 or tuple(entry.shape) != shape:
+            warnings.warn(
+                f"{path}: cached embedding is {entry.dtype} {tuple(entry.shape)}, expected "
+                f"float16 {shape}; recomputing it",
+                stacklevel=3,
+            )
             return False
         if not bool(np.isfinite(entry).all()):
             warnings.warn(
@@ -181,12 +189,14 @@ class EmbeddingCache:
         reading other ranks' entries.
         """
         dataset = as_dataset(samples)  # type: ignore[arg-type]
+        prompt_encoder = model.sam.prompt_encoder
+        shape = (int(prompt_encoder.embed_dim), *map(int, prompt_encoder.image_embedding_size))
         paths: list[Path] = []
         todo: list[int] = []
         for i in range(len(dataset)):
             path = self.entry_path(model, dataset[i].image)
             paths.append(path)
-            if self._readable(path):
+            if self._readable(path, shape):
                 self.stats.hits += 1
             else:
                 self.stats.misses += 1

@@ -28,9 +28,10 @@ from samprompt.errors import SampromptError
 from samprompt.evaluate import Evaluator, SweepResult
 from samprompt.hashing import tensors_sha256
 from samprompt.model import LoadedSam
+from samprompt.prompts.calls import fit_strategy, load_strategy_state, strategy_state
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.run_identity import describe_model, describe_strategy
-from samprompt.runs import RunFolder
+from samprompt.runs import RunFolder, released_on_error
 from samprompt.saved import load_sam_model, save_sam_model
 from samprompt.segmenter import SamSegmenter
 from samprompt.training.loop import (
@@ -114,6 +115,14 @@ class Finetuner:
     progress : bool
         Show progress bars.
 
+    Notes
+    -----
+    :meth:`fit` claims ``out_dir`` before any work: a folder holding another run (other model,
+    strategy, config or data) is refused with the differences named (``RunFolderError``) unless
+    ``overwrite``, and one holding this same run is only continued with ``resume``. A loss or a
+    weight that becomes non-finite stops training with ``TrainingDivergedError`` naming the
+    epoch; nothing from that epoch is saved.
+
     Examples
     --------
     >>> from samprompt import Finetuner, FinetuneConfig, get_strategy, load_sam
@@ -168,55 +177,44 @@ class Finetuner:
     ) -> FitResult:
         """Fit the strategy on ``train``, train the decoder, pick the threshold on ``val``.
 
-        Parameters
-        ----------
-        train, val : Dataset or sequence of Sample
-            Training and validation samples (with masks). The strategy sees ``train`` only.
-        resume : bool
-            Continue from ``out_dir/checkpoint.pt`` when present. On CPU the result equals an
-            uninterrupted run with the same seed.
-        overwrite : bool
-            Replace whatever ``out_dir`` holds. Without it, a folder holding another run (other
-            model, strategy, config or data) is refused with the differences named, and one
-            holding this same run is only continued with ``resume``.
-
-        Raises
-        ------
-        RunFolderError
-            ``out_dir`` cannot be used (see ``overwrite``).
-        TrainingDivergedError
-            A loss or a weight became non-finite; the message names the epoch. Nothing from the
-            diverged epoch is saved.
-
-        Returns
-        -------
-        FitResult
+        ``train`` and ``val`` hold masks; the strategy sees ``train`` only. ``resume`` continues
+        from ``out_dir/checkpoint.pt`` (on CPU exactly as an uninterrupted run); ``overwrite``
+        replaces what ``out_dir`` holds. See the class notes for the folder rules and errors.
         """
         cfg = self.config
         train_ds, val_ds = _non_empty(train, val)
         identity = self.run_identity(train_ds, val_ds)
         folder = self._claim(identity, resume, overwrite)
-        checkpoint = folder.load_checkpoint(identity) if folder and resume else None
-        self.model.sam.to(cfg.device)
-        self._fit_strategy(train_ds, checkpoint)
-        train_split, val_split = self._prepare(train_ds, None), self._prepare(val_ds, self.strategy)
-        encoder_hash = tensors_sha256(self.model.sam.image_encoder.state_dict())
-        state = self._initial_state(identity, checkpoint)
-        step = SamStep(
-            self.model, self.strategy, cfg, train_split, val_split, state.optimizer,
-            loss_function(cfg), distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device),
-        )  # fmt: skip
-        run_epochs(
-            step, state, epochs=cfg.epochs, handlers=self._handlers(folder), patience=cfg.patience,
-            desc="fine-tuning", progress=self.progress,
-        )  # fmt: skip
-        if tensors_sha256(self.model.sam.image_encoder.state_dict()) != encoder_hash:
-            raise SampromptError("internal error: the frozen image encoder changed during training")
-        result = self._result(state, val_split)
-        self._finish(folder, result)
+        with released_on_error(folder if self.out_dir is not folder else None):
+            checkpoint = folder.load_checkpoint(identity) if folder and resume else None
+            self.model.sam.to(cfg.device)
+            self._fit_strategy(train_ds, checkpoint)
+            train_split = self._prepare(train_ds, None)
+            val_split = self._prepare(val_ds, self.strategy)
+            encoder_hash = tensors_sha256(self.model.sam.image_encoder.state_dict())
+            state = self._initial_state(identity, checkpoint)
+            step = self._step(state, train_split, val_split)
+            run_epochs(
+                step, state, epochs=cfg.epochs, handlers=self._handlers(folder), patience=cfg.patience,
+                desc="fine-tuning", progress=self.progress,
+            )  # fmt: skip
+            self._check_encoder(encoder_hash)
+            result = self._result(state, val_split)
+            self._finish(folder, result)
         return result
 
     # ------------------------------------------------------------ the parts of fit
+    def _check_encoder(self, before: str) -> None:
+        if tensors_sha256(self.model.sam.image_encoder.state_dict()) != before:
+            raise SampromptError("internal error: the frozen image encoder changed during training")
+
+    def _step(self, state: RunState, train: SplitTensors, val: SplitTensors) -> SamStep:
+        cfg = self.config
+        ddp = distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device)
+        return SamStep(
+            self.model, self.strategy, cfg, train, val, state.optimizer, loss_function(cfg), ddp
+        )
+
     def _claim(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> RunFolder | None:
         """Claim ``out_dir`` for this run before any work is done (other ranks only read it)."""
         if self.out_dir is None:
@@ -231,9 +229,9 @@ class Finetuner:
 
     def _fit_strategy(self, train: Dataset, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is not None:
-            self.strategy.load_state_dict(checkpoint["strategy_state"])
+            load_strategy_state(self.strategy, checkpoint["strategy_state"])
         else:
-            self.strategy.fit(train)
+            fit_strategy(self.strategy, train)
 
     def _prepare(self, dataset: Dataset, strategy: PromptStrategy | None) -> SplitTensors:
         """Embed a split once (each rank its share under torchrun) and build its targets; the
@@ -264,7 +262,7 @@ class Finetuner:
             logger.info("resuming %s after epoch %d", self.out_dir, checkpoint["epoch"])
             return RunState.from_checkpoint(checkpoint, decoder, optimizer)
         probe = EarlyStopProbe(cfg.compare_patience) if cfg.compare_patience is not None else None
-        extra = _jsonable(self.strategy.state_dict())
+        extra = strategy_state(self.strategy)
         return RunState(decoder, optimizer, identity, probe=probe, extra=extra)
 
     def _handlers(self, folder: RunFolder | None) -> list[EpochHandler]:
@@ -309,7 +307,7 @@ class Finetuner:
             sweep.best_threshold,
             sweep,
             segmenter,
-            _jsonable(self.strategy.state_dict()),
+            strategy_state(self.strategy),
             self._early_stop_outcome(state, sweep, segmenter, val.dataset),
         )
 

@@ -29,7 +29,9 @@ from samprompt.data.preprocess import to_rgb
 from samprompt.data.sample import Sample
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
+from samprompt.prompts.calls import inference_prompt, strategy_state
 from samprompt.prompts.prompt import Prompt
+from samprompt.runs import check_apart
 from samprompt.saved import load_sam_model
 from samprompt.segmenter import SamSegmenter
 
@@ -84,7 +86,7 @@ def sidecar(segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]] = ()
     sizes = list(image_sizes) or [(model.img_size, model.img_size)]
     prompts = None
     if not strategy.needs_mask_at_inference:
-        prompts = [_prompt_json(strategy.inference_prompt(_size_probe(h, w))) for h, w in sizes]
+        prompts = [_prompt_json(inference_prompt(strategy, _size_probe(h, w))) for h, w in sizes]
     return {
         "format": EXPORT_FORMAT,
         "format_version": 1,
@@ -106,7 +108,7 @@ def sidecar(segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]] = ()
         "coordinates": "pixel (x, y) of the original image, as segment_anything.SamPredictor takes",
         "strategy": {
             "name": strategy.name,
-            "state": strategy.state_dict(),
+            "state": strategy_state(strategy),
             "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
         },
         "prompts": prompts,
@@ -124,6 +126,7 @@ def export_sam_checkpoint(
     *,
     checkpoint: str | None = None,
     image_sizes: Sequence[tuple[int, int]] = (),
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``out`` (the full model, fine-tuned decoder merged in) and ``out`` with ``.json``.
 
@@ -137,27 +140,65 @@ def export_sam_checkpoint(
         The base checkpoint (default: the one recorded in ``model.json``).
     image_sizes : sequence of (int, int)
         ``(H, W)`` sizes to list fitted prompts for (default: the model's square input size).
+    overwrite : bool
+        Replace an existing ``out`` and its ``.json``; without it they are refused.
 
     Returns
     -------
     tuple of pathlib.Path
         The checkpoint and the sidecar.
+
+    Raises
+    ------
+    SampromptError
+        ``out`` is not a ``.pth`` file name, lies inside the model folder (its sidecar could
+        replace the model's own files), exists (without ``overwrite``), or an image size is not
+        positive; all checked before anything is written.
     """
-    out = Path(out)
+    out, side = Path(out), Path(out).with_suffix(".json")
+    check_image_sizes(image_sizes)
+    _check_export_target(out, side, Path(model_folder), overwrite)
+    segmenter = load_sam_model(model_folder, checkpoint)
+    meta = sidecar(segmenter, image_sizes)
+    state = {k: v.detach().cpu().contiguous() for k, v in segmenter.model.sam.state_dict().items()}
+    save_torch_atomic(out, state)
+    meta["checkpoint_file"] = out.name
+    meta["checkpoint_sha256"] = file_sha256(out)
+    meta["model_folder"] = str(Path(model_folder).resolve())
+    write_json_atomic(side, meta)
+    return out, side
+
+
+#: The largest image side an export lists prompts for.
+MAX_SIDE = 65_536
+
+
+def check_image_sizes(sizes: Sequence[tuple[int, int]]) -> None:
+    """Refuse ``(H, W)`` sizes that are not positive integers (up to :data:`MAX_SIDE`)."""
+    for size in sizes:
+        if len(size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SIDE for v in size
+        ):
+            raise SampromptError(
+                f"--image-size {' '.join(map(str, size))}: expected two whole numbers H W from 1 "
+                f"to {MAX_SIDE}"
+            )
+
+
+def _check_export_target(out: Path, side: Path, model_folder: Path, overwrite: bool) -> None:
     if out.suffix != ".pth":
         raise SampromptError(f"{out}: the exported checkpoint's name must end in .pth")
     if out.is_dir():
         raise SampromptError(f"{out}: is a folder; give a file name ending in .pth")
-    segmenter = load_sam_model(model_folder, checkpoint)
-    state = {k: v.detach().cpu().contiguous() for k, v in segmenter.model.sam.state_dict().items()}
-    save_torch_atomic(out, state)
-    meta = sidecar(segmenter, image_sizes)
-    meta["checkpoint_file"] = out.name
-    meta["checkpoint_sha256"] = file_sha256(out)
-    meta["model_folder"] = str(Path(model_folder).resolve())
-    side = out.with_suffix(".json")
-    write_json_atomic(side, meta)
-    return out, side
+    check_apart(out, {"--model": model_folder})
+    existing = [p for p in (out, side) if p.exists()]
+    if existing and not overwrite:
+        raise SampromptError(
+            f"{', '.join(map(str, existing))}: already exists; pass --overwrite (overwrite=True) "
+            "to replace it, or choose another --out"
+        )
+    if side.is_dir():
+        raise SampromptError(f"{side}: is a folder, where the export's sidecar would go")
 
 
 class PromptedPredictor:
@@ -203,7 +244,7 @@ class PromptedPredictor:
                 f"strategy {self.segmenter.strategy.name!r} takes boxes from ground truth; pass "
                 "predict(Prompt(image_size, boxes=[[x0, y0, x1, y1]]))"
             )
-        return self.segmenter.strategy.inference_prompt(_size_probe(*self._size))
+        return inference_prompt(self.segmenter.strategy, _size_probe(*self._size))
 
     def predict_logits(self, prompt: Prompt | None = None) -> np.ndarray:
         """``(H, W)`` logits at the image's size; several boxes give their maximum (union)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-import zipfile
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -242,13 +241,18 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's message runs to several lines and suggests weights_only=False: bad advice for
+        # a file refused for safety, so only what was refused is kept.
         raise CheckpointError(
-            f"{path}: refused by torch.load(weights_only=True): the file holds Python objects "
-            f"other than tensors and plain containers, so it is not loaded for safety ({exc})"
+            f"{path}: refused: the file holds Python objects other than tensors and plain "
+            "containers, and samprompt loads weights only (torch.load(weights_only=True)) so "
+            "that a checkpoint can never run code"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # any other failure of the unpickler means "not a state dict"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: truncated or corrupt checkpoint, expected a PyTorch state dict ({exc})"
+            f"{path}: truncated or corrupt checkpoint, or not a PyTorch file at all "
+            f"({type(exc).__name__}: {first[:200]})"
         ) from exc
     return _unwrap(raw, str(path))
 

@@ -35,8 +35,9 @@ from torch import nn
 from samprompt.atomic import staged_folder, write_json_atomic
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
-from samprompt.interop import logit, sidecar
+from samprompt.interop import check_image_sizes, logit, sidecar
 from samprompt.prompts.prompt import Prompt
+from samprompt.runs import check_apart
 from samprompt.saved import load_sam_model
 from samprompt.segmenter import SamSegmenter
 
@@ -206,6 +207,8 @@ def export_onnx(
             "pip install 'samprompt[onnx]'"
         )
     out = Path(out)
+    check_image_sizes(image_sizes)
+    check_apart(out, {"--model": Path(model_folder)})
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SampromptError(f"{out}: exists and is not an empty folder; choose a new --out")
     segmenter = load_sam_model(model_folder, checkpoint)

@@ -19,7 +19,7 @@ import pluggy
 
 from samprompt import hookspecs
 from samprompt._version import __version__
-from samprompt.errors import CheckpointError, PluginError
+from samprompt.errors import CheckpointError, PluginError, SampromptError
 from samprompt.families import builtin as builtin_families
 from samprompt.families.base import ModelFamily
 from samprompt.prompts import builtin as builtin_strategies
@@ -192,9 +192,16 @@ def get_strategy(name: str, **params: Any) -> PromptStrategy:
         params = {**params, "build": get_strategy}
     try:
         return info.cls(**params)
+    except SampromptError:
+        raise
     except TypeError as exc:
         raise PluginError(
             f"strategy {name!r} ({info.source}) rejected parameters {params}: {exc}"
+        ) from exc
+    except Exception as exc:  # a third-party constructor's own failure: one line naming it
+        raise PluginError(
+            f"strategy {name!r} ({info.source}) failed in __init__(): {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
         ) from exc
 
 

@@ -24,9 +24,10 @@ from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_r
 from samprompt.finetune import Finetuner
 from samprompt.metrics import summarize
 from samprompt.model import LoadedSam
+from samprompt.prompts.calls import fit_strategy
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.run_identity import describe_model, describe_strategy
-from samprompt.runs import RunFolder
+from samprompt.runs import RunFolder, released_on_error
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 
 __all__ = [
@@ -178,7 +179,7 @@ def _sam_fit(
                 tuple(result.sweep.rows()),
                 result.early_stop,
             )
-        fold_strategy.fit(train)
+        fit_strategy(fold_strategy, train)
         segmenter = SamSegmenter(
             model,
             fold_strategy,
@@ -221,7 +222,8 @@ def _run_fold(
         folder = RunFolder.claim(fold_dir, fold_identity, overwrite=overwrite)
         if folder.status == "same" and folder.finished:
             return FoldResult.from_dict(folder.read_json("metrics.json"))
-    fitted = fit(train, val, folder)
+    with released_on_error(folder):
+        fitted = fit(train, val, folder)
     evaluator = Evaluator(resolution)
     test_result = evaluator.evaluate(fitted.segmenter, test, fitted.threshold)
     prior = evaluator.evaluate(MeanMaskPrior().fit(train), test, 0.5)
@@ -300,23 +302,24 @@ def run_folds(
             "data": dataset.fingerprint(),
         }
         folder = RunFolder.claim(out_dir, root_identity, overwrite=overwrite)
-    results = []
-    for i, split in enumerate(cv_splits(len(dataset), k, seed)):
-        if folds is not None and i not in folds:
-            continue
-        fold_dir = folder.path(f"fold_{i}") if folder is not None else None
-        results.append(
-            _run_fold(
-                i,
-                dataset.subset(split.train),
-                dataset.subset(split.val),
-                dataset.subset(split.test),
-                fit,
-                fold_dir,
-                resolution,
-                identity,
+    with released_on_error(folder):
+        results = []
+        for i, split in enumerate(cv_splits(len(dataset), k, seed)):
+            if folds is not None and i not in folds:
+                continue
+            fold_dir = folder.path(f"fold_{i}") if folder is not None else None
+            results.append(
+                _run_fold(
+                    i,
+                    dataset.subset(split.train),
+                    dataset.subset(split.val),
+                    dataset.subset(split.test),
+                    fit,
+                    fold_dir,
+                    resolution,
+                    identity,
+                )
             )
-        )
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta}, folder)
     if folder is not None:
         folder.write_json("metrics.json", result.to_dict())

@@ -58,7 +58,8 @@ class ReproduceSettings:
     records what early stopping with ``compare_patience`` epochs would have given
     (:mod:`samprompt.early_stopping`), and the report sets its F1 and training time beside the
     fixed epochs'; None turns that off. ``overwrite`` empties ``out`` first (without it a folder
-    holding another reproduction is refused).
+    holding another reproduction is refused). ``data_path`` and ``test_data_path`` name the
+    datasets' folders, which ``out`` may not overlap.
     """
 
     out: Path
@@ -78,6 +79,8 @@ class ReproduceSettings:
     quick: bool = False
     quick_images: int = 24
     overwrite: bool = False
+    data_path: Path | None = None
+    test_data_path: Path | None = None
 
     def effective(self) -> ReproduceSettings:
         """The settings after ``quick`` is applied."""
@@ -257,14 +260,17 @@ def _quick_subsets(
 def _claim(
     data: Dataset, test_data: Dataset | None, model: LoadedSam, s: ReproduceSettings
 ) -> RunFolder:
-    settings = attrs.asdict(s, filter=lambda a, _: a.name not in ("out", "overwrite"))
+    settings = attrs.asdict(
+        s, filter=lambda a, _: a.name not in ("out", "overwrite", "data_path", "test_data_path")
+    )
     identity = {
         "reproduce": settings,
         "model": describe_model(model),
         "data": data.fingerprint(),
         "test_data": test_data.fingerprint() if test_data is not None else None,
     }
-    return RunFolder.claim(s.out, identity, overwrite=s.overwrite)
+    inputs = {"--data": s.data_path, "--test-data": s.test_data_path}
+    return RunFolder.claim(s.out, identity, overwrite=s.overwrite, inputs=inputs)
 
 
 def run_reproduce(

@@ -215,10 +215,7 @@ class ReproduceResult:
             "prior": self.prior.to_dict(),
         }
         if self.early_stopping:
-            data["early_stopping"] = {
-                k: attrs.asdict(v)
-                for k, v in self.early_stopping.items()
-            }
+            data["early_stopping"] = {k: attrs.asdict(v) for k, v in self.early_stopping.items()}
         data["figures"] = dict(self.figures)
         data["meta"] = attrs.asdict(self.meta)
         data["timing"] = attrs.asdict(self.timing)

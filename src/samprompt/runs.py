@@ -13,7 +13,8 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +23,10 @@ import torch
 from samprompt._version import __version__
 from samprompt.atomic import save_torch_atomic, write_json_atomic, write_text_atomic
 from samprompt.errors import CheckpointError, RunFolderError
+from samprompt.locks import lock_folder, unlock_folder
 from samprompt.run_identity import differences
 
-__all__ = ["CHECKPOINT", "FINISHED", "RUN_FILE", "RunFolder"]
+__all__ = ["CHECKPOINT", "FINISHED", "RUN_FILE", "RunFolder", "check_apart", "released_on_error"]
 
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
@@ -56,12 +58,42 @@ def _prepare(folder: Path) -> None:
         raise RunFolderError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc
 
 
+def _contents(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir())
+
+
 def _clear(folder: Path) -> None:
-    for child in folder.iterdir():
+    """Empty a folder samprompt wrote (``run.json`` says so); refuse any other."""
+    contents = _contents(folder)
+    if contents and not (folder / RUN_FILE).is_file():
+        shown = ", ".join(p.name for p in contents[:3]) + (", ..." if len(contents) > 3 else "")
+        raise RunFolderError(
+            f"{folder}: --overwrite (overwrite=True) only empties folders samprompt wrote, and "
+            f"this one has no {RUN_FILE}; it holds {len(contents)} entries ({shown}) that would "
+            "be removed: choose a new output folder, or empty it yourself"
+        )
+    for child in contents:
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def check_apart(folder: Path, inputs: Mapping[str, str | Path | None]) -> None:
+    """An output folder may not be, contain or lie inside any input of the same command."""
+    out = folder.resolve()
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if out == source or out in source.parents or source in out.parents:
+            where = (
+                "is" if out == source else ("contains" if out in source.parents else "is inside")
+            )
+            raise RunFolderError(
+                f"{folder}: the output folder {where} the command's input {name} ({given}); "
+                "choose an output folder apart from every input"
+            )
 
 
 def _recorded_status(folder: Path, identity: Mapping[str, Any]) -> Literal["new", "same"]:
@@ -70,9 +102,8 @@ def _recorded_status(folder: Path, identity: Mapping[str, Any]) -> Literal["new"
     if not record.is_file():
         if any(folder.iterdir()):
             raise RunFolderError(
-                f"{folder} is not empty and has no {RUN_FILE} saying which run wrote it; pass "
-                "--overwrite (overwrite=True) to replace its contents, or choose a new output "
-                "folder"
+                f"{folder} is not empty and has no {RUN_FILE} saying samprompt wrote it; choose "
+                "a new output folder (samprompt never deletes files it did not write)"
             )
         return "new"
     try:
@@ -133,33 +164,66 @@ class RunFolder:
         self.root = root
         self.identity = dict(identity)
         self.status = status
+        self._created = False
 
     @classmethod
     def claim(
-        cls, folder: str | Path, identity: Mapping[str, Any], *, overwrite: bool = False
+        cls,
+        folder: str | Path,
+        identity: Mapping[str, Any],
+        *,
+        overwrite: bool = False,
+        inputs: Mapping[str, str | Path | None] | None = None,
     ) -> RunFolder:
-        """Make ``folder`` the home of the run ``identity`` describes.
+        """Make ``folder`` the home of the run ``identity`` describes, and lock it.
 
         A folder already recorded with a *superset* of ``identity`` (e.g. a cross-validation fold,
         which adds its test split, claimed by the fine-tuning inside it) counts as the same run.
-        ``overwrite`` empties the folder first, whatever it holds.
+        ``overwrite`` empties a folder samprompt wrote (one with ``run.json``) first; a folder
+        without one is never emptied. ``inputs`` names the command's inputs (``{"--images":
+        path}``): the folder may not be, contain or lie inside any of them.
 
         Raises
         ------
         RunFolderError
-            The folder is a file, cannot be created or written, or holds another run (the
-            message names what differs) and ``overwrite`` is False.
+            The folder is a file, cannot be created or written, overlaps an input, is in use by
+            another process, holds another run (the message names what differs) and
+            ``overwrite`` is False, or holds files samprompt did not write.
         """
         root = Path(folder)
         _check_finite(dict(identity))
+        check_apart(root, inputs or {})
+        created = not root.exists()
         _prepare(root)
+        lock_folder(root)
         if overwrite:
             _clear(root)
         status = _recorded_status(root, identity)
         if status == "new":
             record = {**dict(identity), "samprompt_version": __version__, "written_by": "samprompt"}
             write_json_atomic(root / RUN_FILE, record)
-        return cls(root, identity, status)
+        run = cls(root, identity, status)
+        run._created = created
+        return run
+
+    def release_if_empty(self) -> None:
+        """Undo a claim that produced nothing (a run that failed before writing anything): the
+        folder is left as it was found, so a retry with other settings is not refused."""
+        if self.status != "new" or not self.root.is_dir():
+            return
+        if [p.name for p in _contents(self.root)] != [RUN_FILE]:
+            return
+        self.path(RUN_FILE).unlink()
+        if self._created:
+            unlock_folder(self.root)
+            self.root.rmdir()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None:
+            self.release_if_empty()
 
     # ---------------------------------------------------------------- files
     def path(self, name: str) -> Path:
@@ -221,7 +285,16 @@ class RunFolder:
 
     def check_resumable(self, resume: bool) -> None:
         """Refuse to silently restart or redo this same run without ``resume``/``overwrite``."""
-        if self.status != "same" or resume:
+        if self.status != "same":
+            return
+        if resume and (
+            self.finished or (self.path("model.json").is_file() and not self.has_checkpoint)
+        ):
+            raise RunFolderError(
+                f"{self.root} holds this run finished: there is nothing to resume; pass "
+                "--overwrite (overwrite=True) to train it again, or choose a new output folder"
+            )
+        if resume:
             return
         if self.has_checkpoint:
             raise RunFolderError(
@@ -233,3 +306,16 @@ class RunFolder:
                 f"{self.root} already holds this finished run; pass --overwrite "
                 "(overwrite=True) to train it again, or choose a new output folder"
             )
+
+
+@contextmanager
+def released_on_error(folder: RunFolder | None) -> Iterator[None]:
+    """Run a block that writes into ``folder``; if it fails before writing anything, undo the
+    claim (see :meth:`RunFolder.release_if_empty`). Only the main process of a torchrun job
+    claims folders, so other ranks hand in None."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None:
+            folder.release_if_empty()
+        raise

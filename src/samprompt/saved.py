@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 
 from samprompt._version import __version__
@@ -17,6 +20,7 @@ from samprompt.errors import CheckpointError, CheckpointMismatchError, PluginErr
 from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
 from samprompt.plugins import get_strategy
+from samprompt.prompts.calls import load_strategy_state, strategy_state
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.segmenter import SamSegmenter
 
@@ -69,7 +73,7 @@ def save_sam_model(
         },
         "strategy": {
             "name": strategy.name,
-            "state": strategy.state_dict(),
+            "state": strategy_state(strategy),
             "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
         },
         "weights_sha256": file_sha256(weights),
@@ -82,14 +86,22 @@ def save_sam_model(
 
 
 def read_model_json(folder: str | Path) -> dict[str, Any]:
-    """Read and check a model folder's ``model.json``."""
+    """Read ``model.json`` and validate it completely before any of it is used: its JSON Schema
+    (:data:`SCHEMA_PATH`: types, ranges, required fields) and the checks JSON cannot express.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, not JSON, not a samprompt model, or a field of the wrong type or range; the
+        message names the file and the field.
+    """
     path = Path(folder) / "model.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; expected a folder written by samprompt finetune")
     try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+        meta: Any = json.loads(path.read_text())
+    except (ValueError, RecursionError) as exc:  # also 5000-digit numbers, 100,000-deep arrays
+        raise CheckpointError(f"{path}: invalid JSON ({str(exc)[:200]})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: not a samprompt model (format {found!r})")
@@ -98,38 +110,38 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
             f"{path}: model format version {meta.get('format_version')!r} is not one this "
             f"samprompt reads (1-{FORMAT_VERSION}); upgrade samprompt"
         )
-    _check_fields(path, meta)
+    _validate(path, meta)
     return meta
 
 
-def _check_fields(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse a model.json whose fields are missing or of the wrong type, naming the field."""
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
 
-    def need(container: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-        if not isinstance(container, dict) or key not in container:
-            raise CheckpointError(f"{path}: field {where} is missing")
-        value = container[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise CheckpointError(f"{path}: field {where} has the wrong type ({value!r})")
-        return value
 
-    kind = need(meta, "kind", str, "kind")
-    threshold = need(meta, "threshold", (int, float), "threshold")
-    if not 0.0 < float(threshold) < 1.0:
-        raise CheckpointError(
-            f"{path}: threshold {threshold} is not a probability in (0, 1); edit it or refit"
-        )
-    if kind == "sam":
-        sam = need(meta, "sam", dict, "sam")
-        for key in ("checkpoint", "sha256"):
-            need(sam, key, str, f"sam.{key}")
-        strategy = need(meta, "strategy", dict, "strategy")
-        need(strategy, "name", str, "strategy.name")
-        need(strategy, "state", dict, "strategy.state")
-    elif kind != "unet":
-        raise CheckpointError(f"{path}: unknown model kind {kind!r} (expected 'sam' or 'unet')")
-    if "config" in meta and not isinstance(meta["config"], dict):
-        raise CheckpointError(f"{path}: field config has the wrong type")
+def _validate(path: Path, meta: dict[str, Any]) -> None:
+    """The schema, then: every number finite."""
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(meta))
+    if error is None:
+        _check_finite_numbers(path, meta, "")
+        return
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        raise CheckpointError(f"{path}: field {'.'.join(filter(None, [where, missing]))} is missing")
+    raise CheckpointError(f"{path}: field {where or '(top level)'}: {error.message[:200]}")
+
+
+def _check_finite_numbers(path: Path, value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CheckpointError(f"{path}: field {where}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite_numbers(path, item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite_numbers(path, item, f"{where}[{i}]")
 
 
 def check_weights_hash(folder: Path, meta: dict[str, Any], weights: Path) -> None:
@@ -153,12 +165,7 @@ def verify_strategy_roundtrip(strategy: PromptStrategy) -> None:
     state does not restore it would make ``predict`` prompt differently from training.
     """
     name = strategy.name
-    try:
-        state = json.loads(json.dumps(strategy.state_dict(), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise PluginError(
-            f"prompt strategy {name!r}: state_dict() is not JSON-serialisable ({exc})"
-        ) from exc
+    state = strategy_state(strategy)
     try:
         fresh = get_strategy(name)
         fresh.load_state_dict(state)
@@ -196,6 +203,17 @@ def _probe_sample() -> Sample:
     return Sample("roundtrip-probe", image, mask)
 
 
+def _saved_strategy(folder: Path, meta: dict[str, Any]) -> PromptStrategy:
+    """The model's prompt strategy, rebuilt from the registry and its saved state; an unknown
+    strategy or a state it refuses is one error naming ``model.json``'s field."""
+    try:
+        strategy = get_strategy(meta["strategy"]["name"])
+        load_strategy_state(strategy, meta["strategy"]["state"])
+    except SampromptError as exc:
+        raise CheckpointError(f"{folder / 'model.json'}: field strategy: {exc}") from exc
+    return strategy
+
+
 def load_sam_model(
     folder: str | Path,
     checkpoint: str | Path | LoadedSam | None = None,
@@ -216,7 +234,12 @@ def load_sam_model(
         model, spec = checkpoint, checkpoint.spec
     else:
         spec = str(checkpoint) if checkpoint is not None else meta["sam"]["checkpoint"]
-        model = load_sam(spec, seed=int(meta["sam"].get("seed", 0)))
+        try:
+            model = load_sam(spec, seed=int(meta["sam"].get("seed", 0)))
+        except CheckpointError as exc:
+            if checkpoint is not None:
+                raise
+            raise CheckpointError(f"{folder / 'model.json'}: field sam.checkpoint: {exc}") from exc
     if model.sha256 != meta["sam"]["sha256"]:
         raise CheckpointMismatchError(
             f"{folder}: the decoder was trained on base checkpoint {meta['sam']['checkpoint']} "
@@ -225,8 +248,7 @@ def load_sam_model(
         )
     check_weights_hash(folder, meta, folder / "decoder.safetensors")
     load_decoder_weights(model.sam, folder / "decoder.safetensors")
-    strategy = get_strategy(meta["strategy"]["name"])
-    strategy.load_state_dict(meta["strategy"]["state"])
+    strategy = _saved_strategy(folder, meta)
     config = meta.get("config", {})
     return SamSegmenter(
         model.to(device),

@@ -29,6 +29,7 @@ from samprompt.frames import (
     valid_shape,
 )
 from samprompt.model import LoadedSam
+from samprompt.prompts.calls import inference_prompt
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 
@@ -185,7 +186,7 @@ class SamSegmenter:
                 f"(oracle), but sample {sample.id!r} has no mask; give its boxes explicitly "
                 "(samprompt predict --boxes FILE.json)"
             )
-        return self.strategy.inference_prompt(sample)
+        return inference_prompt(self.strategy, sample)
 
     def low_res_logits(
         self, samples: Dataset, *, progress: bool = False

@@ -31,7 +31,7 @@ from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.protocols import ProtocolResult, cross_validate
 from samprompt.report import plot_learning_curve, write_metrics
-from samprompt.runs import RunFolder
+from samprompt.runs import RunFolder, check_apart
 from samprompt.saved import read_model_json
 from samprompt.segmenter import SamSegmenter, Segmenter
 
@@ -117,19 +117,23 @@ def finetune_and_report(
     overwrite: bool = False,
     progress: bool = True,
     main_rank: bool = True,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> FinetuneReport:
     """Split 60/20/20, fine-tune, score the test split beside the mean-mask prior, and write the
-    model folder with ``metrics.json``, ``summary.md`` and ``learning_curve.png``."""
+    model folder with ``metrics.json``, ``summary.md`` and ``learning_curve.png``.
+
+    ``inputs`` names the files and folders the run reads (``{"--data": path}``): ``out`` may not
+    overlap any of them (see :meth:`~samprompt.runs.RunFolder.claim`)."""
     parts = split_60_20_20(data, seed)
     folder = Path(out)
     if not main_rank:  # other torchrun ranks train and read the checkpoint, never write
         tuner = Finetuner(model, strategy, config, cache=cache, out_dir=folder, progress=False)
         return FinetuneReport(tuner.fit(parts.train, parts.val, resume=resume), None, folder)
     identity = Finetuner(model, strategy, config, cache=cache).run_identity(parts.train, parts.val)
-    run = RunFolder.claim(folder, identity, overwrite=overwrite)
-    run.check_resumable(resume)
-    tuner = Finetuner(model, strategy, config, cache=cache, out_dir=run, progress=progress)
-    result = tuner.fit(parts.train, parts.val, resume=resume)
+    with RunFolder.claim(folder, identity, overwrite=overwrite, inputs=inputs) as run:
+        run.check_resumable(resume)
+        tuner = Finetuner(model, strategy, config, cache=cache, out_dir=run, progress=progress)
+        result = tuner.fit(parts.train, parts.val, resume=resume)
     plot_learning_curve([attrs.asdict(r) for r in result.history], run.path("learning_curve.png"))
     resolution = tuner.config.eval_resolution
     scores = score_with_prior(result.segmenter, parts.train, parts.test, resolution)
@@ -164,6 +168,7 @@ def train_unet_and_report(
     resolution: str = "low",
     overwrite: bool = False,
     progress: bool = True,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> UNetReport:
     """The U-Net baseline on the 60/20/20 split: a model folder that ``evaluate`` and ``predict``
     accept, with ``metrics.json``, ``summary.md`` and ``learning_curve.png``."""
@@ -174,8 +179,9 @@ def train_unet_and_report(
         "data": data.fingerprint(),
         "resolution": resolution,
     }
-    run = RunFolder.claim(out, identity, overwrite=overwrite)
-    fitted = train_unet(parts.train, parts.val, config, out_dir=run.root, progress=progress)
+    with RunFolder.claim(out, identity, overwrite=overwrite, inputs=inputs) as run:
+        run.check_resumable(False)
+        fitted = train_unet(parts.train, parts.val, config, out_dir=run.root, progress=progress)
     plot_learning_curve(
         [attrs.asdict(r) for r in fitted.history],
         run.path("learning_curve.png"),
@@ -206,11 +212,14 @@ def cross_validate_and_report(
     resolution: str = "low",
     overwrite: bool = False,
     progress: bool = True,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> ProtocolResult:
     """k-fold cross-validation (``config=None``: zero-shot) with its report in ``out``.
 
     Zero-shot folds are scored at ``resolution``; fine-tuned ones at ``config.eval_resolution``.
+    ``out`` may not overlap ``inputs``.
     """
+    check_apart(Path(out), inputs or {})
     result = cross_validate(
         data,
         model,
@@ -264,6 +273,7 @@ def evaluate_model_folder(
     device: str = "cpu",
     overwrite: bool = False,
     data_name: str = "",
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> EvalResult:
     """Score a saved model on labelled ``data`` into the report folder ``out``."""
     identity = {
@@ -273,9 +283,10 @@ def evaluate_model_folder(
         "threshold": threshold,
         "resolution": resolution,
     }
-    run = RunFolder.claim(out, identity, overwrite=overwrite)
-    model = load_model_folder(model_folder, checkpoint, cache, device)
-    result = Evaluator(resolution).evaluate(model, data, threshold)
+    inputs = {"--model": model_folder, **(inputs or {})}
+    with RunFolder.claim(out, identity, overwrite=overwrite, inputs=inputs) as run:
+        model = load_model_folder(model_folder, checkpoint, cache, device)
+        result = Evaluator(resolution).evaluate(model, data, threshold)
     notes = [f"model: {model_folder}", f"data: {data_name or 'dataset'} ({len(data)} images)"]
     if isinstance(model, SamSegmenter):
         notes = report_notes(model.model, model.strategy, resolution) + notes
@@ -300,14 +311,33 @@ def read_boxes_file(path: str | Path, data: Dataset) -> dict[str, Prompt]:
     for ident, boxes in raw.items():
         if ident not in sizes:
             raise PromptError(f"{path}: id {ident!r} is not among the images")
-        entry = boxes if isinstance(boxes, dict) else {"boxes": boxes}
-        prompts[ident] = Prompt(
-            sizes[ident],
-            boxes=entry.get("boxes"),
-            points=entry.get("points"),
-            point_labels=entry.get("point_labels"),
-        )
+        prompts[ident] = _boxes_entry(path, ident, boxes, sizes[ident])
     return prompts
+
+
+def _boxes_entry(path: str | Path, ident: str, entry: Any, size: tuple[int, int]) -> Prompt:
+    """One id's prompt; anything malformed is one error naming the file and the id."""
+    fields = entry if isinstance(entry, dict) else {"boxes": entry}
+    unknown = sorted(set(fields) - {"boxes", "points", "point_labels"})
+    try:
+        if unknown:
+            raise PromptError(f"unknown keys {unknown} (expected boxes, points, point_labels)")
+        arrays = {k: _numbers(k, v) for k, v in fields.items() if v is not None}
+        return Prompt(size, **arrays)
+    except PromptError as exc:
+        raise PromptError(f"{path}: id {ident!r}: {exc}") from exc
+
+
+def _numbers(key: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = np.empty(0)
+    if array.size == 0 or array.dtype == object:
+        raise PromptError(f"{key} must be numbers, e.g. [[x0, y0, x1, y1]], got {value!r:.80}")
+    if key == "boxes" and array.ndim == 1:
+        array = array[None]
+    return array
 
 
 def _give_prompts(model: Segmenter, prompts: Mapping[str, Prompt], ids: Sequence[str]) -> None:
@@ -346,8 +376,11 @@ def predict_folder(
     threshold: float | None = None,
     device: str = "cpu",
     overwrite: bool = False,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> int:
-    """Masks of a saved model for new ``images`` into ``out``; returns how many were written."""
+    """Masks of a saved model for new ``images`` into ``out``; returns how many were written.
+
+    ``out`` may not overlap the model folder, the boxes file or ``inputs`` (e.g. the images)."""
     prompts = read_boxes_file(boxes, images) if boxes is not None else {}
     model = load_model_folder(model_folder, checkpoint, cache, device)
     _give_prompts(model, prompts, images.ids)
@@ -358,7 +391,8 @@ def predict_folder(
         "boxes": None if boxes is None else file_sha256(boxes),
         "threshold": threshold,
     }
-    run = RunFolder.claim(out, identity, overwrite=overwrite)
-    count = write_masks(run, images, model, threshold)
+    inputs = {"--model": model_folder, "--boxes": boxes, **(inputs or {})}
+    with RunFolder.claim(out, identity, overwrite=overwrite, inputs=inputs) as run:
+        count = write_masks(run, images, model, threshold)
     run.finish()
     return count

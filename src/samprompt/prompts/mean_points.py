@@ -173,6 +173,17 @@ class MeanPoints(BaseStrategy):
         return {"unit_points": self.unit_points.tolist(), "labels": self.labels.tolist()}
 
     def load_fitted(self, fitted: Mapping[str, Any]) -> None:
-        if "unit_points" in fitted:
-            self.unit_points = np.asarray(fitted["unit_points"], dtype=np.float64).reshape(-1, 2)
-            self.labels = np.asarray(fitted["labels"], dtype=np.int64)
+        if "unit_points" not in fitted:
+            return
+        try:
+            points = np.asarray(fitted["unit_points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(fitted["labels"], dtype=np.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"mean-points: unreadable fitted points ({exc})") from exc
+        if not (np.isfinite(points).all() and ((points >= 0) & (points <= 1)).all()):
+            raise ConfigError(
+                "mean-points: fitted unit_points must be finite fractions of the image in [0, 1]"
+            )
+        if labels.shape != (len(points),) or not np.isin(labels, (0, 1)).all():
+            raise ConfigError("mean-points: fitted labels must be one 0 or 1 per point")
+        self.unit_points, self.labels = points, labels.astype(np.int64)

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from samprompt.data.sample import Sample
+from samprompt.errors import ConfigError
 from samprompt.prompts.prompt import Prompt
 
 __all__ = ["BaseStrategy", "PromptStrategy"]
@@ -105,8 +106,16 @@ class BaseStrategy:
         return {"params": self.params(), "fitted": self.fitted_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore parameters and fitted state."""
-        for key, value in dict(state.get("params", {})).items():
+        """Restore parameters and fitted state; only the constructor's parameters
+        (:meth:`params`) may be set, never a method or another attribute."""
+        params = dict(state.get("params", {}))
+        unknown = sorted(set(params) - set(self.params()))
+        if unknown:
+            raise ConfigError(
+                f"strategy {self.name!r}: its saved state names unknown parameters {unknown}; "
+                f"it takes {sorted(self.params())}"
+            )
+        for key, value in params.items():
             setattr(self, key, value)
         self.load_fitted(state.get("fitted") or {})
 

@@ -24,6 +24,7 @@ from samprompt.errors import SampromptError, TrainingDivergedError
 from samprompt.frames import autocast, low_res_target
 from samprompt.metrics import f1_iou
 from samprompt.model import LoadedSam
+from samprompt.prompts.calls import inference_prompt, training_prompt
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.training.loop import check_finite, weights_finite
@@ -66,7 +67,7 @@ class SplitTensors:
         for sample in dataset:
             targets.append(low_res_target(sample.require_mask(), side))
             if strategy is not None:
-                prompts.append(strategy.inference_prompt(sample))
+                prompts.append(inference_prompt(strategy, sample))
         stacked = torch.from_numpy(np.stack(targets))[:, None].float().to(device)
         return cls(dataset, index, stacked, tuple(prompts))
 
@@ -127,8 +128,8 @@ class SamStep:
     def _training_prompts(self, positions: Sequence[int], epoch: int) -> list[Prompt]:
         seed = self.config.seed
         return [
-            self.strategy.training_prompt(
-                self.train.dataset[i], np.random.default_rng([seed, epoch, int(i)])
+            training_prompt(
+                self.strategy, self.train.dataset[i], np.random.default_rng([seed, epoch, int(i)])
             )
             for i in positions
         ]
