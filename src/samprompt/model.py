@@ -241,12 +241,13 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message runs to several lines and suggests weights_only=False: bad advice for
-        # a file refused for safety, so only what was refused is kept.
+        # torch's message runs to many lines and suggests weights_only=False: bad advice for a
+        # file refused for safety. Its text cannot tell a text file from a malicious pickle, so
+        # one line says both.
         raise CheckpointError(
-            f"{path}: refused: the file holds Python objects other than tensors and plain "
-            "containers, and samprompt loads weights only (torch.load(weights_only=True)) so "
-            "that a checkpoint can never run code"
+            f"{path}: refused: not a PyTorch state dict of tensors (a text or corrupt file, or "
+            "one holding Python objects); samprompt loads weights only "
+            "(torch.load(weights_only=True)) so that a checkpoint can never run code"
         ) from exc
     except Exception as exc:  # any other failure of the unpickler means "not a state dict"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
