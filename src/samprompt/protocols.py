@@ -304,7 +304,7 @@ def run_folds(
         folder = RunFolder.claim(out_dir, root_identity, overwrite=overwrite)
     with released_on_error(folder):
         results = []
-        for i, split in enumerate(cv_splits(len(dataset), k, seed)):
+        for i, split in enumerate(cv_splits(len(dataset), k, seed, dataset.groups)):
             if folds is not None and i not in folds:
                 continue
             fold_dir = folder.path(f"fold_{i}") if folder is not None else None
@@ -419,7 +419,7 @@ def cross_dataset(
     data, test = as_dataset(train_dataset), as_dataset(test_dataset)
     if config.lr is None:
         config = config.replace(lr=model.recommended_lr)
-    split = train_val_test_split(len(data), (0.8, 0.2, 0.0), seed)
+    split = train_val_test_split(len(data), (0.8, 0.2, 0.0), seed, data.groups)
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
     fit = _sam_fit(model, strategy, config, cache, progress, initial)

@@ -129,7 +129,9 @@ def _validate(path: Path, meta: dict[str, Any]) -> None:
     where = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else "?"
-        raise CheckpointError(f"{path}: field {'.'.join(filter(None, [where, missing]))} is missing")
+        raise CheckpointError(
+            f"{path}: field {'.'.join(filter(None, [where, missing]))} is missing"
+        )
     raise CheckpointError(f"{path}: field {where or '(top level)'}: {error.message[:200]}")
 
 

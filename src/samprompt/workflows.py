@@ -7,6 +7,7 @@ to one call here and prints one line, and :mod:`samprompt.demo` uses the same pi
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,16 +17,24 @@ import attrs
 import numpy as np
 
 from samprompt._version import __version__
-from samprompt.atomic import save_png_atomic
+from samprompt.atomic import save_png_atomic, write_bytes_atomic
 from samprompt.baselines import UNetConfig, UNetSegmenter, load_unet_model, train_unet
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset
 from samprompt.data.splits import train_val_test_split
+from samprompt.data.volumes import NiftiDataset, write_volume_masks
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import PromptError
-from samprompt.evaluate import EvalResult, Evaluator, PriorComparison, score_with_prior
+from samprompt.evaluate import (
+    EvalResult,
+    Evaluator,
+    PriorComparison,
+    score_with_prior,
+    volume_scores,
+)
 from samprompt.finetune import Finetuner, FitResult
 from samprompt.hashing import file_sha256
+from samprompt.metrics import Scores
 from samprompt.model import LoadedSam
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
@@ -70,7 +79,7 @@ class Splits:
 
 def split_60_20_20(data: Dataset, seed: int) -> Splits:
     """The paper's 60/20/20 train/validation/test split of ``data``."""
-    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), seed)
+    split = train_val_test_split(len(data), (0.6, 0.2, 0.2), seed, data.groups)
     return Splits(data.subset(split.train), data.subset(split.val), data.subset(split.test))
 
 
@@ -290,9 +299,23 @@ def evaluate_model_folder(
     notes = [f"model: {model_folder}", f"data: {data_name or 'dataset'} ({len(data)} images)"]
     if isinstance(model, SamSegmenter):
         notes = report_notes(model.model, model.strategy, resolution) + notes
-    write_metrics(run, result.to_dict(), "Evaluation", notes)
+    metrics = result.to_dict()
+    if data.groups is not None:
+        metrics |= _volume_metrics(model, data, threshold)
+        notes.append(
+            f"per-volume 3D F1 {metrics['volume_f1_mean']:.4f} ± {metrics['volume_f1_std']:.4f} "
+            f"over {len(metrics['volumes'])} volumes (each volume's slices that were read, at "
+            "slice size); the per-slice figures are above"
+        )
+    write_metrics(run, metrics, "Evaluation", notes)
     run.finish()
     return result
+
+
+def _volume_metrics(model: Segmenter, data: Dataset, threshold: float | None) -> dict[str, Any]:
+    rows = volume_scores(model, data, threshold)
+    scores = Scores.of([r.f1 for r in rows], [r.iou for r in rows])
+    return {**scores.to_dict("volume_"), "volumes": [attrs.asdict(r) for r in rows]}
 
 
 def read_boxes_file(path: str | Path, data: Dataset) -> dict[str, Prompt]:
@@ -356,13 +379,23 @@ def _give_prompts(model: Segmenter, prompts: Mapping[str, Prompt], ids: Sequence
 def write_masks(
     run: RunFolder, data: Dataset, model: Segmenter, threshold: float | None = None
 ) -> int:
-    """Write ``<id>.png`` (0/255, at each image's size) for every image; returns the count."""
+    """Write ``<id>.png`` (0/255, at each image's size) for every image, or for slices of NIfTI
+    volumes one ``<id>.nii.gz`` per volume with the input's affine and header; returns how many
+    files were written."""
     cut = model.threshold if threshold is None else threshold
+    if isinstance(data, NiftiDataset):
+        probabilities = model.predict_proba(data, resolution="original")
+        masks = ((s, p >= cut) for s, p in zip(data.ids, probabilities, strict=True))
+        return len(write_volume_masks(data, masks, run.root, _save_nifti))
     count = 0
     for sample, prob in zip(data, model.predict_proba(data, resolution="original"), strict=True):
         save_png_atomic(run.path(f"{sample.id}.png"), (prob >= cut).astype(np.uint8) * 255)
         count += 1
     return count
+
+
+def _save_nifti(path: Path, image: Any) -> None:
+    write_bytes_atomic(path, gzip.compress(image.to_bytes(), mtime=0))
 
 
 def predict_folder(

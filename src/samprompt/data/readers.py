@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from samprompt.data.dicom import DICOM_SUFFIXES, read_dicom
 from samprompt.data.sample import Dataset, Sample
 from samprompt.errors import DatasetError
 from samprompt.hashing import file_sha256
@@ -31,7 +32,7 @@ __all__ = [
     "read_mask",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
 
 #: Percentile window that maps 16-bit and float images to 8 bits: values at or below the 0.5th
 #: percentile become 0, at or above the 99.5th become 255, linear in between.
@@ -51,8 +52,11 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``(H, W)`` or ``(H, W, 3)`` uint8.
 
     8-bit grey and RGB images are returned unchanged (alpha and palettes are dropped). 16-bit and
-    float images are mapped to 8 bits by the percentile window :data:`WINDOW_PERCENTILES`.
+    float images are mapped to 8 bits by the percentile window :data:`WINDOW_PERCENTILES`. DICOM
+    files (``.dcm``) are read by :func:`samprompt.data.dicom.read_dicom`.
     """
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return read_dicom(path)
     with Image.open(path) as img:
         img.load()
         if img.mode in ("L", "RGB"):

@@ -101,6 +101,17 @@ class Dataset(Sequence[Sample]):
         """Return the sample at ``index`` (0 <= index < len)."""
         raise NotImplementedError
 
+    @property
+    def groups(self) -> list[str] | None:
+        """The group of each sample (the volume a slice comes from), or None when every sample
+        stands alone. Splits never put one group's samples on both sides."""
+        return None
+
+    def reading_record(self) -> dict[str, Any] | None:
+        """How the samples' pixels were read, when that must be repeated at prediction
+        (a volume's axis, label and windowing); None for plain images."""
+        return None
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -194,6 +205,14 @@ class Subset(Dataset):
 
     def load(self, index: int) -> Sample:
         return self.parent.load(self.indices[index])
+
+    @property
+    def groups(self) -> list[str] | None:
+        parent = self.parent.groups
+        return None if parent is None else [parent[i] for i in self.indices]
+
+    def reading_record(self) -> dict[str, Any] | None:
+        return self.parent.reading_record()
 
     def content_digest(self, index: int) -> str:
         return self.parent.content_digest(self.indices[index])

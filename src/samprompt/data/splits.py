@@ -19,12 +19,25 @@ class Split:
     test: np.ndarray
 
 
+def _by_group(split: Split, groups: list[str], names: list[str]) -> Split:
+    """A split of the distinct group ``names`` as a split of the samples in ``groups``."""
+    index = {name: i for i, name in enumerate(names)}
+    of = np.array([index[g] for g in groups])
+    parts = (np.flatnonzero(np.isin(of, part)) for part in (split.train, split.val, split.test))
+    return Split(*parts)
+
+
 def train_val_test_split(
-    n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0
+    n: int,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    groups: list[str] | None = None,
 ) -> Split:
     """Split ``range(n)`` at random (seeded) into train/val/test by ``fractions``.
 
-    The sizes are ``round(n * val)`` and ``round(n * test)``; train takes the rest.
+    The sizes are ``round(n * val)`` and ``round(n * test)``; train takes the rest. With
+    ``groups`` (one name per sample, e.g. its volume) the groups are split, never the samples of
+    one group.
 
     Examples
     --------
@@ -36,6 +49,9 @@ def train_val_test_split(
         raise ConfigError(
             f"fractions must be three non-negative numbers summing to 1, got {fractions}"
         )
+    if groups is not None:
+        names = sorted(set(groups))
+        return _by_group(train_val_test_split(len(names), fractions, seed), groups, names)
     if n < 3:
         raise ConfigError(f"need at least 3 samples to split, got {n}")
     order = np.random.default_rng(seed).permutation(n)
@@ -55,14 +71,18 @@ def kfold_indices(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(fold) for fold in np.array_split(order, k)]
 
 
-def cv_splits(n: int, k: int = 5, seed: int = 0) -> list[Split]:
+def cv_splits(n: int, k: int = 5, seed: int = 0, groups: list[str] | None = None) -> list[Split]:
     """The k-fold protocol: fold ``i`` tests on fold ``i``, validates on fold ``(i + 1) % k`` and
     trains on the other ``k - 2`` folds.
 
     With ``k = 5`` every split is 60/20/20, each sample is tested exactly once and validated
     exactly once over the five splits. ``k = 2`` keeps half for testing and splits the other half
-    80/20 into train and validation.
+    80/20 into train and validation. With ``groups`` (one name per sample, e.g. its volume) the
+    folds are made of whole groups: no volume has slices in both training and test.
     """
+    if groups is not None:
+        names = sorted(set(groups))
+        return [_by_group(split, groups, names) for split in cv_splits(len(names), k, seed)]
     folds = kfold_indices(n, k, seed)
     splits = []
     for i, test in enumerate(folds):
