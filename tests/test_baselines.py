@@ -83,3 +83,39 @@ def test_baseline_cli_model_works_with_evaluate_and_predict(tmp_path: Path) -> N
     )
     mask = np.asarray(Image.open(next((tmp_path / "p").glob("*.png"))))
     assert mask.shape == (48, 72)
+
+
+def test_unet_keeps_colour_images_in_colour(tmp_path: Path) -> None:
+    """RGB images train a 3-channel U-Net (a target seen only in colour stays visible); grey
+    images keep one channel; the channel count is saved and restored."""
+    from samprompt.data import Sample
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for n in range(10):
+        image = np.zeros((48, 48, 3), np.uint8)
+        image[...] = (100, 100, 100)
+        mask = np.zeros((48, 48), bool)
+        y, x = rng.integers(8, 30, 2)
+        mask[y : y + 12, x : x + 12] = True
+        image[mask] = (200, 50, 100)  # about the same grey level as the background
+        samples.append(Sample(f"c{n}", image, mask))
+    fitted = train_unet(
+        samples[:6], samples[6:8], UNetConfig(epochs=1, channels=(4, 8)), out_dir=tmp_path / "u"
+    )
+    assert fitted.model.config.in_channels == 3
+    first = next(p for p in fitted.model.net.parameters() if p.ndim == 4)
+    assert first.shape[1] == 3
+    loaded = load_unet_model(tmp_path / "u")
+    assert loaded.config.in_channels == 3
+    for a, b in zip(
+        fitted.model.predict_proba(samples[8:]), loaded.predict_proba(samples[8:]), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    grey = [Sample(s.id, s.image[..., 0], s.mask) for s in samples]
+    assert (
+        train_unet(
+            grey[:6], grey[6:8], UNetConfig(epochs=1, channels=(4, 8))
+        ).model.config.in_channels
+        == 1
+    )

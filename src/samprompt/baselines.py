@@ -38,7 +38,7 @@ __all__ = ["UNetConfig", "UNetFit", "UNetSegmenter", "load_unet_model", "train_u
 
 @attrs.frozen
 class UNetConfig:
-    """Settings of the U-Net baseline (MONAI ``UNet``, 2D, one grey input channel).
+    """Settings of the U-Net baseline (MONAI ``UNet``, 2D; grey or RGB input).
 
     Parameters
     ----------
@@ -58,6 +58,9 @@ class UNetConfig:
         ``"cpu"`` or ``"cuda"``.
     thresholds : tuple of float
         Thresholds swept on validation.
+    in_channels : int or None
+        1 (grey) or 3 (RGB); None: from the training images (3 when any is RGB, grey images
+        then repeated), as :func:`train_unet` resolves it.
     """
 
     epochs: int = 30
@@ -68,8 +71,11 @@ class UNetConfig:
     seed: int = 0
     device: str = "cpu"
     thresholds: tuple[float, ...] = attrs.field(default=DEFAULT_THRESHOLDS, converter=tuple)
+    in_channels: int | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.in_channels not in (None, 1, 3):
+            raise ConfigError(f"in_channels must be 1, 3 or None, got {self.in_channels!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or len(self.channels) < 2:
             raise ConfigError(f"invalid U-Net config: {self}")
         check_seed(self.seed)
@@ -78,7 +84,7 @@ class UNetConfig:
         """A freshly initialised network."""
         return UNet(
             spatial_dims=2,
-            in_channels=1,
+            in_channels=self.in_channels or 1,
             out_channels=1,
             channels=self.channels,
             strides=(2,) * (len(self.channels) - 1),
@@ -86,21 +92,20 @@ class UNetConfig:
         )
 
 
-def _grey_input(image: np.ndarray) -> np.ndarray:
-    """``(LOW_RES, LOW_RES)`` float32 in [0, 1]: longest side resized to LOW_RES, padded bottom/right."""
-    grey = image if image.ndim == 2 else np.asarray(Image.fromarray(image).convert("L"))
-    h, w = valid_shape(grey.shape[0], grey.shape[1], LOW_RES)
-    small = (
-        np.asarray(Image.fromarray(grey).resize((w, h), Image.Resampling.BILINEAR), np.float32)
-        / 255.0
-    )
-    out = np.zeros((LOW_RES, LOW_RES), np.float32)
-    out[:h, :w] = small
+def _input(image: np.ndarray, channels: int) -> np.ndarray:
+    """``(channels, LOW_RES, LOW_RES)`` float32 in [0, 1]: grey (1) or RGB (3, grey repeated),
+    longest side resized to LOW_RES, padded bottom/right."""
+    pil = Image.fromarray(image)
+    pil = pil.convert("L") if channels == 1 else pil.convert("RGB")
+    h, w = valid_shape(image.shape[0], image.shape[1], LOW_RES)
+    small = np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 255.0
+    out = np.zeros((channels, LOW_RES, LOW_RES), np.float32)
+    out[:, :h, :w] = small.reshape(h, w, -1).transpose(2, 0, 1)
     return out
 
 
-def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    images = np.stack([_grey_input(s.image) for s in data])[:, None]
+def _tensors(data: Dataset, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = np.stack([_input(s.image, channels) for s in data])
     masks = np.stack([low_res_target(s.require_mask(), LOW_RES) for s in data])[:, None]
     return torch.from_numpy(images), torch.from_numpy(masks).float()
 
@@ -125,9 +130,8 @@ class UNetSegmenter:
             batch = [
                 dataset[i] for i in range(start, min(start + self.config.batch_size, len(dataset)))
             ]
-            x = torch.from_numpy(np.stack([_grey_input(s.image) for s in batch])[:, None]).to(
-                device
-            )
+            channels = self.config.in_channels or 1
+            x = torch.from_numpy(np.stack([_input(s.image, channels) for s in batch])).to(device)
             with torch.inference_mode():
                 logits = self.net(x).float().cpu()
             for sample, item in zip(batch, logits, strict=True):
@@ -184,13 +188,16 @@ def train_unet(
     threshold on validation. With ``out_dir``, write the model folder there."""
     config = config or UNetConfig()
     train_ds, val_ds = as_dataset(train), as_dataset(val)
+    if config.in_channels is None:
+        colour = any(s.image.ndim == 3 for s in train_ds)
+        config = attrs.evolve(config, in_channels=3 if colour else 1)
     torch.manual_seed(config.seed)
     net = config.build().to(config.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     step = UNetStep(
         net,
-        _tensors(train_ds),
-        _tensors(val_ds),
+        _tensors(train_ds, config.in_channels or 1),
+        _tensors(val_ds, config.in_channels or 1),
         optimizer,
         loss_function(FinetuneConfig()),
         batch_size=config.batch_size,
