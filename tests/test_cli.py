@@ -220,15 +220,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--images", "10", "-q"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    for name in (
-        "summary.md",
-        "metrics.json",
-        "comparison.png",
-        "learning_curves.png",
-        "overlays.png",
-        "model/model.json",
-        "control/model.json",
-    ):
+    from samprompt.demo import OUTPUTS
+
+    assert "summary.md" in OUTPUTS and "overlays.png" in OUTPUTS
+    for name in (*OUTPUTS, "control/model.json", "finished.json"):
         assert (tmp_path / "demo" / name).is_file(), name
     assert "test F1" in out.out
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
