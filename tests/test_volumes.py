@@ -258,3 +258,59 @@ def test_finetune_predict_evaluate_on_phantom_volumes(
     assert len(metrics["volumes"]) == 6 and 0 < metrics["volume_f1_mean"] <= 1
     assert all(v["slices"] == SHAPE[2] for v in metrics["volumes"])  # every slice evaluated
     assert "per-volume 3D F1" in (tmp_path / "eval" / "summary.md").read_text()
+
+
+def _series(
+    folder: Path, hu: np.ndarray, spacing: tuple[float, float, float], origin: np.ndarray
+) -> None:
+    """Write ``hu`` (columns, rows, slices) as an axial CT series, files named in reverse order."""
+    folder.mkdir(parents=True)
+    dx, dy, dz = spacing
+    n = hu.shape[2]
+    for k in range(n):
+        path = folder / f"slice{n - k:03d}.dcm"
+        _dicom(path, (hu[:, :, k].T + 1024), "MONOCHROME2", RescaleSlope=1, RescaleIntercept=-1024,
+               ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+               ImagePositionPatient=[float(origin[0]), float(origin[1]), float(origin[2] + k * dz)],
+               PixelSpacing=[dy, dx], SliceThickness=dz, InstanceNumber=k + 1)  # fmt: skip
+
+
+def test_dicom_series_is_a_volume_with_its_geometry(tmp_path: Path) -> None:
+    from samprompt.data.dicom import read_series
+
+    volume, labels = _phantom(3)
+    hu = np.clip(np.rint(volume), -1024, 3000).astype(np.int16)
+    spacing, origin = (0.7, 0.9, 2.5), np.array([-120.0, -80.0, 30.0])
+    root = tmp_path / "ct"
+    _series(root / "images" / "case0", hu, spacing, origin)
+    values, affine = read_series(root / "images" / "case0")
+    expected = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    expected[:3, 3] = [-origin[0], -origin[1], origin[2]]  # DICOM LPS -> NIfTI RAS
+    np.testing.assert_allclose(affine, expected)
+    np.testing.assert_array_equal(values, hu)
+    (root / "masks").mkdir()
+    nib.save(nib.Nifti1Image(labels, affine), str(root / "masks" / "case0.nii.gz"))
+    reference = tmp_path / "ref"
+    (reference / "images").mkdir(parents=True)
+    nib.save(
+        nib.Nifti1Image(hu.astype(np.float32), affine), str(reference / "images" / "case0.nii.gz")
+    )
+    (reference / "masks").mkdir()
+    nib.save(nib.Nifti1Image(labels, affine), str(reference / "masks" / "case0.nii.gz"))
+    reading = VolumeReading(label=(1,), windowing=Windowing.named("soft-tissue"))
+    series, nifti = NiftiDataset(root, reading), NiftiDataset(reference, reading)
+    assert series.ids == nifti.ids
+    for a, b in zip(series, nifti, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.mask, b.mask)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = write_volume_masks(
+        NiftiDataset(root, reading, masks=False),
+        ((s.id, s.mask) for s in NiftiDataset(root, VolumeReading(label=(1,), empty_fraction=1.0))),
+        out,
+        lambda path, image: nib.save(image, str(path)),
+    )
+    back = nib.load(str(written[0]))
+    np.testing.assert_allclose(back.affine, affine)
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), labels == 1)

@@ -65,7 +65,8 @@ def _format_arg(p: argparse.ArgumentParser, *flags: str, dest: str = "format") -
         "montgomery = official CXR_png + ManualMask/{left,right}Mask; "
         "shenzhen = CXR_png + mask/<id>_mask.png; "
         "nifti = DIR/images/<id>.nii.gz + DIR/masks/<id>.nii.gz, or nnU-Net/MSD "
-        "imagesTr/<id>_0000.nii.gz + labelsTr/<id>.nii.gz (volumes sliced, see --axis); "
+        "imagesTr/<id>_0000.nii.gz + labelsTr/<id>.nii.gz, or DIR/images/<id>/ DICOM series "
+        "folders (volumes sliced, see --axis); "
         "dicom = DIR/images/<id>.dcm + DIR/masks/<id>.png",
     )
 

@@ -6,6 +6,9 @@ Layouts (``--format nifti``):
 - the nnU-Net / Medical Segmentation Decathlon layout ``ROOT/imagesTr/<id>_0000.nii.gz`` +
   ``ROOT/labelsTr/<id>.nii.gz``.
 
+In the first layout ``ROOT/images/<id>/`` may also be a folder of DICOM slices (a CT or MR
+series), read with its geometry by :func:`samprompt.data.dicom.read_series`.
+
 Volumes are read with nibabel and reoriented to the closest canonical (RAS+) orientation, so the
 ``axial`` axis is the third; slice ``k`` along an axis becomes the sample ``<id>#<letter><k>``
 (``case1#z12``: axial slice 12), so every result traces back to its volume and slice. Masks are
@@ -30,7 +33,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+from samprompt.data.dicom import is_series, read_series
 from samprompt.data.sample import Dataset, Sample
+from samprompt.data.windowing import WINDOWS, Windowing
 from samprompt.errors import DatasetError
 from samprompt.hashing import file_sha256
 
@@ -44,94 +49,13 @@ __all__ = [
     "write_volume_masks",
 ]
 
-#: Named CT windows (level, width) in Hounsfield units, as radiology viewers define them.
-WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "soft-tissue": (40.0, 400.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
 #: Slicing axes in canonical (RAS+) orientation, and the letter slice ids use.
 AXES: dict[str, tuple[int, str]] = {"sagittal": (0, "x"), "coronal": (1, "y"), "axial": (2, "z")}
 _SLICE_ID = re.compile(r"^(?P<case>.+)#(?P<axis>[xyz])(?P<index>\d+)$")
 
 
-def _pair(value: Iterable[float]) -> tuple[float, float]:
-    first, second = (float(v) for v in value)
-    return first, second
-
-
-def _optional_pair(value: Iterable[float] | None) -> tuple[float, float] | None:
-    return None if value is None else _pair(value)
-
-
 def _labels(value: Iterable[int] | None) -> tuple[int, ...] | None:
     return None if value is None else tuple(int(v) for v in value)
-
-
-@attrs.frozen
-class Windowing:
-    """How a volume's intensities become 8 bits.
-
-    Attributes
-    ----------
-    window : tuple of float or None
-        ``(level, width)``: values at or below ``level - width / 2`` become 0, at or above
-        ``level + width / 2`` become 255, linear in between (CT). None: percentile clipping.
-    percentiles : tuple of float
-        Per-volume percentiles clipped to 0 and 255 when ``window`` is None (0.5, 99.5).
-
-    Examples
-    --------
-    >>> Windowing.named("lung").window
-    (-600.0, 1500.0)
-    >>> Windowing((40.0, 400.0)).to_uint8(np.array([-200.0, 40.0, 240.0])).tolist()
-    [0, 128, 255]
-    """
-
-    window: tuple[float, float] | None = attrs.field(default=None, converter=_optional_pair)
-    percentiles: tuple[float, float] = attrs.field(default=(0.5, 99.5), converter=_pair)
-
-    def __attrs_post_init__(self) -> None:
-        if self.window is not None and not (np.isfinite(self.window).all() and self.window[1] > 0):
-            raise DatasetError(
-                f"window (level, width) needs a finite level and width > 0, got {self.window}"
-            )
-        low, high = self.percentiles
-        if not 0 <= low < high <= 100:
-            raise DatasetError(
-                f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}"
-            )
-
-    @classmethod
-    def named(cls, name: str) -> Windowing:
-        """A CT window by name (:data:`WINDOWS`)."""
-        if name not in WINDOWS:
-            raise DatasetError(
-                f"unknown window {name!r}; known: {', '.join(WINDOWS)} or LEVEL WIDTH"
-            )
-        return cls(WINDOWS[name])
-
-    def to_uint8(self, volume: np.ndarray) -> np.ndarray:
-        """``volume`` as uint8 by this window (rounded to the nearest level)."""
-        values = volume.astype(np.float64)
-        if self.window is not None:
-            level, width = self.window
-            low, high = level - width / 2, level + width / 2
-        else:
-            low, high = (float(v) for v in np.percentile(values, self.percentiles))
-        if high <= low:
-            return np.zeros(values.shape, np.uint8)
-        scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
-        result: np.ndarray = np.round(scaled * 255).astype(np.uint8)
-        return result
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (for ``model.json``)."""
-        return {
-            "window": list(self.window) if self.window else None,
-            "percentiles": list(self.percentiles),
-        }
 
 
 @attrs.frozen
@@ -178,11 +102,26 @@ class VolumeReading:
         )
 
 
+@lru_cache(maxsize=2)
+def _series(path: Path) -> Any:
+    volume, affine = read_series(path)
+    return nib.Nifti1Image(volume, affine)
+
+
+def _load(path: Path) -> Any:
+    """A NIfTI file, or a DICOM series folder as an in-memory NIfTI image."""
+    if path.is_dir():
+        return _series(path)
+    return nib.load(str(path))
+
+
 def _canonical(path: Path) -> tuple[np.ndarray, Any]:
     """The volume's voxels in canonical orientation, and the loaded image (affine, header)."""
     try:
-        image = nib.load(str(path))
+        image = _load(path)
         data = np.asanyarray(image.dataobj)
+    except DatasetError:
+        raise
     except Exception as exc:
         raise DatasetError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 4 and data.shape[3] == 1:
@@ -236,9 +175,12 @@ def _cases(root: Path, with_masks: bool) -> list[tuple[str, Path, Path | None]]:
     else:
         folder = root / "images" if (root / "images").is_dir() else root
         images = {stem(p): p for p in folder.glob("*.nii*") if not p.name.startswith(".")}
+        images |= {p.name: p for p in folder.iterdir() if is_series(p)}  # DICOM series folders
         masks = {stem(p): p for p in (root / "masks").glob("*.nii*")} if with_masks else {}
     if not images:
-        raise DatasetError(f"{root}: no NIfTI volumes found (images/<id>.nii.gz or imagesTr/)")
+        raise DatasetError(
+            f"{root}: no volumes found (images/<id>.nii.gz, images/<id>/ DICOM series, or imagesTr/)"
+        )
     if with_masks:
         missing = sorted(set(images) - set(masks))
         if missing:
@@ -287,7 +229,7 @@ class NiftiDataset(Dataset):
             raise DatasetError(f"{self.root}: no mask has a {wanted} voxel: empty label")
 
     def _chosen(self, case: str, image: Path, mask: Path | None) -> list[int]:
-        header = nib.load(str(image))
+        header = _load(image)
         shape = _canonical_shape(header)
         count = shape[self._axis]
         if mask is None:
@@ -371,7 +313,7 @@ def write_volume_masks(
         by_case.setdefault(case, {})[k] = mask
     written = []
     for case, image_path, _ in dataset.cases:
-        image = nib.load(str(image_path))
+        image = _load(image_path)
         shape = _canonical_shape(image)
         volume = np.zeros(shape, np.uint8)
         for k, mask in by_case.get(case, {}).items():
