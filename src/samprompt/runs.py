@@ -10,7 +10,6 @@ killed between two result files is not mistaken for a finished one.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ import torch
 from samprompt._version import __version__
 from samprompt.atomic import save_torch_atomic, write_json_atomic, write_text_atomic
 from samprompt.errors import CheckpointError, RunFolderError
+from samprompt.finite import first_non_finite
 from samprompt.locks import lock_folder, unlock_folder
 from samprompt.run_identity import differences
 
@@ -34,15 +34,10 @@ CHECKPOINT = "checkpoint.pt"
 FINISHED = "finished.json"
 
 
-def _check_finite(value: Any, where: str = "") -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RunFolderError(f"run identity holds a non-finite value at {where or 'top level'}")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_finite(item, f"{where}[{i}]")
+def _check_finite(value: Any) -> None:
+    where = first_non_finite(value)
+    if where is not None:
+        raise RunFolderError(f"run identity holds a non-finite value at {where}")
 
 
 def _prepare(folder: Path) -> None:

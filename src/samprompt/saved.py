@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -17,6 +16,7 @@ from samprompt.atomic import write_json_atomic
 from samprompt.data.sample import Sample
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import CheckpointError, CheckpointMismatchError, PluginError, SampromptError
+from samprompt.finite import first_non_finite
 from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
 from samprompt.plugins import get_strategy
@@ -124,7 +124,7 @@ def _validate(path: Path, meta: dict[str, Any]) -> None:
     """The schema, then: every number finite."""
     error = jsonschema.exceptions.best_match(_validator().iter_errors(meta))
     if error is None:
-        _check_finite_numbers(path, meta, "")
+        _check_finite_numbers(path, meta)
         return
     where = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required":
@@ -135,15 +135,10 @@ def _validate(path: Path, meta: dict[str, Any]) -> None:
     raise CheckpointError(f"{path}: field {where or '(top level)'}: {error.message[:200]}")
 
 
-def _check_finite_numbers(path: Path, value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CheckpointError(f"{path}: field {where}: {value} is not a finite number")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_finite_numbers(path, item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_finite_numbers(path, item, f"{where}[{i}]")
+def _check_finite_numbers(path: Path, meta: dict[str, Any]) -> None:
+    where = first_non_finite(meta)
+    if where is not None:
+        raise CheckpointError(f"{path}: field {where}: not a finite number")
 
 
 def check_weights_hash(folder: Path, meta: dict[str, Any], weights: Path) -> None:

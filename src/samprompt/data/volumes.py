@@ -115,6 +115,15 @@ def _load(path: Path) -> Any:
     return nib.load(str(path))
 
 
+def _to_canonical(affine: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """nibabel's orientation transform from a volume's voxel axes to RAS+ (or back)."""
+    own, canonical = io_orientation(affine), axcodes2ornt(("R", "A", "S"))
+    transform: np.ndarray = (
+        ornt_transform(canonical, own) if inverse else ornt_transform(own, canonical)
+    )
+    return transform
+
+
 def _canonical(path: Path) -> tuple[np.ndarray, Any]:
     """The volume's voxels in canonical orientation, and the loaded image (affine, header)."""
     try:
@@ -128,8 +137,7 @@ def _canonical(path: Path) -> tuple[np.ndarray, Any]:
         data = data[..., 0]
     if data.ndim != 3:
         raise DatasetError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("R", "A", "S")))
-    return apply_orientation(data, transform), image
+    return apply_orientation(data, _to_canonical(image.affine)), image
 
 
 @lru_cache(maxsize=4)
@@ -281,8 +289,7 @@ def _canonical_shape(image: Any) -> tuple[int, ...]:
         shape = shape[:3]
     if len(shape) != 3:
         raise DatasetError(f"{image.get_filename()}: expected a 3D volume, got shape {shape}")
-    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("R", "A", "S")))
-    return tuple(shape[int(a)] for a in transform[:, 0].argsort())
+    return tuple(shape[int(a)] for a in _to_canonical(image.affine)[:, 0].argsort())
 
 
 def _check_pair(image_path: Path, image: Any, mask_path: Path) -> None:
@@ -320,7 +327,7 @@ def write_volume_masks(
             index: list[Any] = [slice(None)] * 3
             index[AXES[dataset.reading.axis][0]] = k
             volume[tuple(index)] = mask.astype(np.uint8)
-        back = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(image.affine))
+        back = _to_canonical(image.affine, inverse=True)
         original = apply_orientation(volume, back).astype(np.uint8)
         header = image.header.copy()
         header.set_data_dtype(np.uint8)
