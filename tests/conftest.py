@@ -13,10 +13,11 @@ from samprompt import EmbeddingCache, LoadedSam, load_sam
 from samprompt.data import SampleList, make_phantoms
 
 # The same thread count here and in the CLI processes the tests start: results compared across
-# the two (the resume tests compare weights bitwise) then come from the same kernels.
-_THREADS = max(1, min(2, os.cpu_count() or 1))
-torch.set_num_threads(_THREADS)
-os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+# the two (the resume tests compare weights bitwise) then come from the same kernels. Set, not
+# defaulted: a CI runner's own OMP_NUM_THREADS would otherwise reach only the child processes.
+THREADS = max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAMPROMPT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -22,7 +22,6 @@ from samprompt import (
     MeanMaskPrior,
     get_strategy,
 )
-from samprompt.cli import main
 from samprompt.data import make_phantoms, write_folder_dataset
 from samprompt.model import build_sam
 from tests.conftest import count_encoder_calls
@@ -131,6 +130,8 @@ def _cli(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
+    # All three runs are fresh processes with one environment, so that nothing this test process
+    # did before (thread pools, kernels already chosen) can tell the runs apart.
     data = write_folder_dataset(make_phantoms(10, 64, seed=5), tmp_path / "data")
     common = [
         "finetune",
@@ -148,7 +149,9 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
         "1e-3",
         "-q",
     ]
-    assert main([*common, "--out", str(tmp_path / "a")]) == 0  # uninterrupted, in this process
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    uninterrupted = subprocess.run(_cli(*common, "--out", str(tmp_path / "a")), **quiet)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
     run_b = tmp_path / "b"
     process = subprocess.Popen(
         _cli(*common, "--out", str(run_b)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -161,7 +164,8 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
     assert not (run_b / "model.json").exists(), "the run finished before it was killed"
     epoch = torch.load(run_b / "checkpoint.pt", weights_only=True)["epoch"]
     assert 1 <= epoch < 4
-    assert main([*common, "--out", str(run_b), "--resume"]) == 0
+    resumed = subprocess.run(_cli(*common, "--out", str(run_b), "--resume"), **quiet)
+    assert resumed.returncode == 0, resumed.stderr
     a, b = (
         load_file(tmp_path / "a" / "decoder.safetensors"),
         load_file(run_b / "decoder.safetensors"),
