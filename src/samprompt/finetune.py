@@ -24,12 +24,20 @@ from samprompt.config import FinetuneConfig, check_device
 from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.early_stopping import EarlyStopOutcome, EarlyStopProbe
 from samprompt.embeddings import EmbeddingCache
-from samprompt.errors import SampromptError
+from samprompt.errors import ConfigError, SampromptError
 from samprompt.evaluate import Evaluator, SweepResult
 from samprompt.hashing import tensors_sha256
 from samprompt.model import LoadedSam
-from samprompt.prompts.calls import fit_strategy, load_strategy_state, strategy_state
+from samprompt.prompts.calls import (
+    fit_strategy,
+    load_strategy_state,
+    prompt_lr,
+    prompt_tokens,
+    refine_passes,
+    strategy_state,
+)
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import DecoderAndPrompt, PromptTokens
 from samprompt.run_identity import describe_model, describe_strategy
 from samprompt.runs import RunFolder, released_on_error
 from samprompt.saved import load_sam_model, save_sam_model
@@ -190,12 +198,12 @@ class Finetuner:
         with released_on_error(folder if self.out_dir is not folder else None):
             checkpoint = folder.load_checkpoint(identity) if folder and resume else None
             self.model.sam.to(cfg.device)
-            self._fit_strategy(train_ds, checkpoint)
+            tokens = self._fit_strategy(train_ds, checkpoint)
             train_split = self._prepare(train_ds, None)
             val_split = self._prepare(val_ds, self.strategy)
             encoder_hash = tensors_sha256(self.model.sam.image_encoder.state_dict())
-            state = self._initial_state(identity, checkpoint)
-            step = self._step(state, train_split, val_split)
+            state = self._initial_state(identity, checkpoint, tokens)
+            step = self._step(state, train_split, val_split, tokens)
             run_epochs(
                 step, state, epochs=cfg.epochs, handlers=self._handlers(folder), patience=cfg.patience,
                 desc="fine-tuning", progress=self.progress,
@@ -210,12 +218,24 @@ class Finetuner:
         if tensors_sha256(self.model.sam.image_encoder.state_dict()) != before:
             raise SampromptError("internal error: the frozen image encoder changed during training")
 
-    def _step(self, state: RunState, train: SplitTensors, val: SplitTensors) -> SamStep:
+    def _step(
+        self,
+        state: RunState,
+        train: SplitTensors,
+        val: SplitTensors,
+        tokens: PromptTokens | None,
+    ) -> SamStep:
         cfg = self.config
         ddp = distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device)
+        if ddp is not None and (tokens is not None or refine_passes(self.strategy)):
+            raise ConfigError(
+                f"prompt strategy {self.strategy.name!r} learns or refines its prompt, which "
+                "trains in one process only; run without torchrun"
+            )
         return SamStep(
-            self.model, self.strategy, cfg, train, val, state.optimizer, loss_function(cfg), ddp
-        )
+            self.model, self.strategy, cfg, train, val, state.optimizer, loss_function(cfg), ddp,
+            tokens,
+        )  # fmt: skip
 
     def _claim(self, identity: dict[str, Any], resume: bool, overwrite: bool) -> RunFolder | None:
         """Claim ``out_dir`` for this run before any work is done (other ranks only read it)."""
@@ -229,11 +249,16 @@ class Finetuner:
         folder.check_resumable(resume)
         return folder
 
-    def _fit_strategy(self, train: Dataset, checkpoint: dict[str, Any] | None) -> None:
+    def _fit_strategy(
+        self, train: Dataset, checkpoint: dict[str, Any] | None
+    ) -> PromptTokens | None:
+        """Fit (or restore) the strategy; its learned prompt, if any, on the training device."""
         if checkpoint is not None:
             load_strategy_state(self.strategy, checkpoint["strategy_state"])
         else:
             fit_strategy(self.strategy, train)
+        tokens = prompt_tokens(self.strategy, self.model.sam)
+        return None if tokens is None else tokens.to(self.config.device).requires_grad_(True)
 
     def _prepare(self, dataset: Dataset, strategy: PromptStrategy | None) -> SplitTensors:
         """Embed a split once (each rank its share under torchrun) and build its targets; the
@@ -254,18 +279,30 @@ class Finetuner:
         return SplitTensors.build(dataset, index, self.model.low_res_size, cfg.device, strategy)
 
     def _initial_state(
-        self, identity: dict[str, Any], checkpoint: dict[str, Any] | None
+        self,
+        identity: dict[str, Any],
+        checkpoint: dict[str, Any] | None,
+        tokens: PromptTokens | None,
     ) -> RunState:
+        """A fresh state, or the checkpoint's; a learned prompt trains in the same optimizer
+        (its own learning rate) and is kept with the decoder as one module."""
         cfg, decoder = self.config, self.model.sam.mask_decoder
-        params = [p for p in decoder.parameters() if p.requires_grad]
+        lr = float(cfg.lr or 0)
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in decoder.parameters() if p.requires_grad]}
+        ]
+        module: torch.nn.Module = decoder
+        if tokens is not None:
+            groups.append({"params": list(tokens.parameters()), "lr": prompt_lr(self.strategy, lr)})
+            module = DecoderAndPrompt(decoder, tokens)
         optim_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        optimizer = optim_cls(params, lr=float(cfg.lr or 0), weight_decay=cfg.weight_decay)
+        optimizer = optim_cls(groups, lr=lr, weight_decay=cfg.weight_decay)
         if checkpoint is not None:
             logger.info("resuming %s after epoch %d", self.out_dir, checkpoint["epoch"])
-            return RunState.from_checkpoint(checkpoint, decoder, optimizer)
+            return RunState.from_checkpoint(checkpoint, module, optimizer)
         probe = EarlyStopProbe(cfg.compare_patience) if cfg.compare_patience is not None else None
         extra = strategy_state(self.strategy)
-        return RunState(decoder, optimizer, identity, probe=probe, extra=extra)
+        return RunState(module, optimizer, identity, probe=probe, extra=extra)
 
     def _handlers(self, folder: RunFolder | None) -> list[EpochHandler]:
         cfg = self.config
@@ -285,10 +322,10 @@ class Finetuner:
 
     def _result(self, state: RunState, val: SplitTensors) -> FitResult:
         """Keep the best decoder (``keep_best``), then pick the threshold on validation."""
-        cfg, decoder = self.config, self.model.sam.mask_decoder
+        cfg = self.config
         if cfg.keep_best and state.best_epoch:
-            decoder.load_state_dict(state.best_weights)
-        decoder.eval()
+            state.module.load_state_dict(state.best_weights)
+        state.module.eval()
         segmenter = SamSegmenter(
             self.model,
             self.strategy,
@@ -331,7 +368,7 @@ class Finetuner:
         cfg, probe = self.config, state.probe
         if probe is None:
             return None
-        decoder = self.model.sam.mask_decoder
+        trained = state.module
         fixed = len(state.history)
         if probe.epochs_run is None or probe.decoder_state is None or probe.epochs_run >= fixed:
             return EarlyStopOutcome(
@@ -342,7 +379,7 @@ class Finetuner:
                 kept_epoch=state.best_epoch if cfg.keep_best and state.best_epoch else fixed,
                 threshold=sweep.best_threshold,
                 sweep=sweep,
-                decoder_state=copy.deepcopy(decoder.state_dict()),
+                decoder_state=copy.deepcopy(trained.state_dict()),
             )
         outcome = EarlyStopOutcome(
             patience=probe.patience,
@@ -354,7 +391,7 @@ class Finetuner:
             sweep=sweep,
             decoder_state=probe.decoder_state,
         )
-        with outcome.applied(decoder):
+        with outcome.applied(trained):
             own = Evaluator(cfg.eval_resolution, cfg.thresholds).threshold_sweep(segmenter, val)
         return attrs.evolve(outcome, threshold=own.best_threshold, sweep=own)
 

@@ -256,7 +256,7 @@ def _early_stop_scores(
         segmenter = fitted.segmenter
         if not isinstance(segmenter, SamSegmenter):
             raise TypeError("early-stopping scores need a SamSegmenter")
-        with outcome.applied(segmenter.model.sam.mask_decoder):
+        with outcome.applied(segmenter.trained_module):
             early = evaluator.evaluate(segmenter, test, outcome.threshold)
     else:
         early = fixed

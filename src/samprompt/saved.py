@@ -10,9 +10,11 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
 from samprompt._version import __version__
-from samprompt.atomic import write_json_atomic
+from samprompt.atomic import save_safetensors_atomic, write_json_atomic
 from samprompt.data.sample import Sample
 from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import CheckpointError, CheckpointMismatchError, PluginError, SampromptError
@@ -20,8 +22,9 @@ from samprompt.finite import first_non_finite
 from samprompt.hashing import file_sha256
 from samprompt.model import LoadedSam, load_decoder_weights, load_sam, save_decoder_weights
 from samprompt.plugins import get_strategy
-from samprompt.prompts.calls import load_strategy_state, strategy_state
+from samprompt.prompts.calls import load_strategy_state, prompt_tokens, strategy_state
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import PromptTokens
 from samprompt.segmenter import SamSegmenter
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
 FORMAT = "samprompt-model"
 #: Version 2 records ``weights_sha256``; versions 1 and 2 are read.
 FORMAT_VERSION = 2
+#: The learned prompt of a strategy that trains one, beside ``decoder.safetensors``.
+PROMPT_FILE = "prompt.safetensors"
 #: The JSON Schema every written ``model.json`` follows.
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "model.schema.json"
 
@@ -58,6 +63,7 @@ def save_sam_model(
     verify_strategy_roundtrip(strategy)
     weights = folder / "decoder.safetensors"
     save_decoder_weights(model.sam, weights, {"sam_sha256": model.sha256})
+    prompt_hash = _save_prompt(folder / PROMPT_FILE, prompt_tokens(strategy, model.sam))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -77,12 +83,50 @@ def save_sam_model(
             "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
         },
         "weights_sha256": file_sha256(weights),
+        **({"prompt_weights_sha256": prompt_hash} if prompt_hash else {}),
         "threshold": threshold,
         "config": dict(config),
         **dict(extra or {}),
     }
     write_json_atomic(folder / "model.json", meta)
     return folder
+
+
+def _save_prompt(path: Path, tokens: PromptTokens | None) -> str | None:
+    """Write a learned prompt's tensors (refusing non-finite ones); its sha256, or None."""
+    if tokens is None:
+        path.unlink(missing_ok=True)
+        return None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tokens.state_dict().items()}
+    bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise SampromptError(f"{path}: refusing to save a non-finite learned prompt ({bad})")
+    save_safetensors_atomic(path, tensors)
+    return file_sha256(path)
+
+
+def _load_prompt(
+    folder: Path, meta: dict[str, Any], strategy: PromptStrategy, model: LoadedSam
+) -> None:
+    """Put the saved learned prompt into the strategy's tokens (checked against model.json)."""
+    tokens = prompt_tokens(strategy, model.sam)
+    recorded = meta.get("prompt_weights_sha256")
+    path = folder / PROMPT_FILE
+    if tokens is None and recorded is None:
+        return
+    if tokens is None or recorded is None:
+        raise CheckpointError(
+            f"{folder / 'model.json'}: strategy {strategy.name!r} "
+            + ("learns a prompt but no prompt_weights_sha256 is recorded" if tokens is not None
+               else "learns no prompt, yet prompt_weights_sha256 is recorded")
+        )  # fmt: skip
+    check_weights_hash(folder, {"weights_sha256": recorded}, path)
+    try:
+        tokens.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: does not fit strategy {strategy.name!r}'s prompt ({exc})"
+        ) from exc
 
 
 def read_model_json(folder: str | Path) -> dict[str, Any]:
@@ -246,6 +290,7 @@ def load_sam_model(
     check_weights_hash(folder, meta, folder / "decoder.safetensors")
     load_decoder_weights(model.sam, folder / "decoder.safetensors")
     strategy = _saved_strategy(folder, meta)
+    _load_prompt(folder, meta, strategy, model)
     config = meta.get("config", {})
     return SamSegmenter(
         model.to(device),

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from samprompt.data.sample import Dataset, Sample, as_dataset
-from samprompt.decoder import decode_low_res
 from samprompt.embeddings import EmbeddingCache, EmbeddingIndex
 from samprompt.errors import ConfigError, PromptError
 from samprompt.frames import (
@@ -29,9 +28,11 @@ from samprompt.frames import (
     valid_shape,
 )
 from samprompt.model import LoadedSam
-from samprompt.prompts.calls import inference_prompt
+from samprompt.passes import decode_passes
+from samprompt.prompts.calls import inference_prompt, prompt_tokens
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import DecoderAndPrompt, PromptTokens
 
 __all__ = ["RESOLUTIONS", "MeanMaskPrior", "SamSegmenter", "Segmenter", "target_at"]
 
@@ -126,6 +127,9 @@ class SamSegmenter:
         See :func:`samprompt.decoder.decode_low_res`.
     prompts : mapping of str to Prompt, optional
         Prompts given by id (e.g. boxes from a JSON file) that replace the strategy's.
+    passes : int, optional
+        Refinement passes after the first (default: the strategy's ``refine_passes``; 0 scores
+        a refining strategy's first pass).
 
     Examples
     --------
@@ -153,6 +157,7 @@ class SamSegmenter:
         precision: str = "fp32",
         multimask_output: bool = False,
         prompts: Mapping[str, Prompt] | None = None,
+        passes: int | None = None,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -163,7 +168,19 @@ class SamSegmenter:
         self.precision = precision
         self.multimask_output = multimask_output
         self.prompts = dict(prompts or {})
+        self.passes = passes
         self._known: list[tuple[Dataset, EmbeddingIndex]] = []
+
+    @property
+    def tokens(self) -> PromptTokens | None:
+        """The strategy's learned prompt (None for a strategy that learns none)."""
+        return prompt_tokens(self.strategy, self.model.sam)
+
+    @property
+    def trained_module(self) -> torch.nn.Module:
+        """What fine-tuning changed: the mask decoder, with the learned prompt if any."""
+        decoder, tokens = self.model.sam.mask_decoder, self.tokens
+        return decoder if tokens is None else DecoderAndPrompt(decoder, tokens)
 
     def remember(self, dataset: Dataset, index: EmbeddingIndex) -> None:
         """Use ``index`` for ``dataset`` (this very object) instead of looking its images up in
@@ -195,6 +212,9 @@ class SamSegmenter:
         dataset = as_dataset(samples)
         index = self._index(dataset)
         sam = self.model.sam.to(self.device)
+        tokens = self.tokens
+        if tokens is not None:
+            tokens.to(self.device)
         positions = list(range(len(dataset)))
         bar = tqdm(total=len(dataset), desc="predicting", unit="img", disable=not progress)
         for start in range(0, len(positions), self.batch_size):
@@ -202,12 +222,16 @@ class SamSegmenter:
             batch = [dataset[i] for i in chunk]
             prompts = [self.inference_prompt(s) for s in batch]
             with torch.inference_mode(), autocast(self.device, self.precision):
-                logits = decode_low_res(
+                logits = decode_passes(
                     sam,
                     index.load(chunk, self.device),
+                    batch,
                     prompts,
+                    self.strategy,
+                    tokens=tokens,
                     multimask_output=self.multimask_output,
-                )
+                    passes=self.passes,
+                )[-1]
             yield from zip(batch, logits.float().cpu()[:, 0], strict=True)
             bar.update(len(chunk))
         bar.close()

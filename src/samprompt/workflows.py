@@ -346,6 +346,8 @@ def _boxes_entry(path: str | Path, ident: str, entry: Any, size: tuple[int, int]
         if unknown:
             raise PromptError(f"unknown keys {unknown} (expected boxes, points, point_labels)")
         arrays = {k: _numbers(k, v) for k, v in fields.items() if v is not None}
+        if "boxes" not in arrays and "points" not in arrays:
+            raise PromptError("gives neither boxes nor points")
         return Prompt(size, **arrays)
     except PromptError as exc:
         raise PromptError(f"{path}: id {ident!r}: {exc}") from exc

@@ -14,16 +14,22 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+from segment_anything.modeling import Sam
 
 from samprompt.data.sample import Sample
 from samprompt.errors import PluginError, SampromptError
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import PromptTokens
 
 __all__ = [
     "fit_strategy",
     "inference_prompt",
     "load_strategy_state",
+    "prompt_lr",
+    "prompt_tokens",
+    "refine_passes",
+    "refine_prompt",
     "strategy_state",
     "training_prompt",
 ]
@@ -92,3 +98,47 @@ def strategy_state(strategy: PromptStrategy) -> dict[str, Any]:
 def load_strategy_state(strategy: PromptStrategy, state: Mapping[str, Any]) -> None:
     """``strategy.load_state_dict(state)``."""
     _guarded(strategy, "load_state_dict", lambda: strategy.load_state_dict(state))
+
+
+def prompt_tokens(strategy: PromptStrategy, sam: Sam) -> PromptTokens | None:
+    """``strategy.prompt_tokens(sam)`` for a strategy that learns a prompt, else None."""
+    make = getattr(strategy, "prompt_tokens", None)
+    if make is None:
+        return None
+    value = _guarded(strategy, "prompt_tokens", lambda: make(sam))
+    if value is not None and not isinstance(value, PromptTokens):
+        raise PluginError(
+            f"{_who(strategy)}: prompt_tokens() returned {type(value).__name__}, not a "
+            "samprompt.prompts.tokens.PromptTokens"
+        )
+    return value
+
+
+def prompt_lr(strategy: PromptStrategy, default: float) -> float:
+    """The learning rate a strategy asks for its prompt parameters (``default`` if none)."""
+    value = getattr(strategy, "prompt_lr", None)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise PluginError(f"{_who(strategy)}: prompt_lr must be a positive number, got {value!r}")
+    return float(value)
+
+
+def refine_passes(strategy: PromptStrategy) -> int:
+    """How many passes after the first a strategy asks for (0 unless it refines)."""
+    value = getattr(strategy, "refine_passes", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PluginError(f"{_who(strategy)}: refine_passes must be a whole number >= 0")
+    return value
+
+
+def refine_prompt(strategy: PromptStrategy, sample: Sample, previous: np.ndarray) -> Prompt:
+    """``strategy.refine_prompt(sample, previous)``, checked to be a :class:`Prompt`; the sample
+    handed over carries no mask, so no refinement can read ground truth."""
+    blind = Sample(sample.id, sample.image, None)
+    value = _guarded(
+        strategy,
+        "refine_prompt",
+        lambda: strategy.refine_prompt(blind, previous),  # type: ignore[attr-defined]
+    )
+    return _prompt(strategy, "refine_prompt", value)

@@ -26,6 +26,13 @@ def _int_array(value: Any) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.int64)
 
 
+def _mask_array(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.asarray(value, dtype=np.float32)
+    return array[0] if array.ndim == 3 and array.shape[0] == 1 else array
+
+
 @attrs.frozen(eq=False)
 class Prompt:
     """Point and box prompts for one image, in the image's own pixel frame.
@@ -41,6 +48,13 @@ class Prompt:
     boxes : numpy.ndarray or None
         ``(K, 4)`` float, ``(x0, y0, x1, y1)`` pixel corners (XYXY), inside the image,
         ``x0 <= x1`` and ``y0 <= y1``. Several boxes are decoded separately and their masks merged.
+    mask_input : numpy.ndarray or None
+        ``(S, S)`` float32 mask *logits* in SAM's low-res frame (the padded square input scaled to
+        ``S = 4 x`` the embedding side: 256), SAM's dense ``mask_input`` prompt; a self-refining
+        strategy passes the previous pass's logits here. Applies to every box of the prompt.
+
+    A prompt with none of the three is allowed: the decoder then sees only what the strategy
+    learned (:class:`~samprompt.prompts.tokens.PromptTokens`), or no prompt at all.
 
     Raises
     ------
@@ -58,6 +72,7 @@ class Prompt:
     points: np.ndarray | None = attrs.field(default=None, converter=_float_array)
     point_labels: np.ndarray | None = attrs.field(default=None, converter=_int_array)
     boxes: np.ndarray | None = attrs.field(default=None, converter=_float_array)
+    mask_input: np.ndarray | None = attrs.field(default=None, converter=_mask_array, repr=False)
 
     def __attrs_post_init__(self) -> None:
         h, w = self.image_size
@@ -65,12 +80,17 @@ class Prompt:
             raise PromptError(f"image_size must be positive, got {self.image_size}")
         if (self.points is None) != (self.point_labels is None):
             raise PromptError("points and point_labels must be given together")
-        if self.points is None and self.boxes is None:
-            raise PromptError("a prompt needs points, boxes or both")
         if self.points is not None and self.point_labels is not None:
             _check_points(self.points, self.point_labels, h, w)
         if self.boxes is not None:
             _check_boxes(self.boxes, h, w)
+        if self.mask_input is not None:
+            _check_mask_input(self.mask_input)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the prompt holds no points, boxes or mask input."""
+        return self.points is None and self.boxes is None and self.mask_input is None
 
     @property
     def num_points(self) -> int:
@@ -103,11 +123,15 @@ class Prompt:
         pts = [p.points for p in prompts if p.points is not None]
         labels = [p.point_labels for p in prompts if p.point_labels is not None]
         boxes = [p.boxes for p in prompts if p.boxes is not None]
+        masks = [p.mask_input for p in prompts if p.mask_input is not None]
+        if len(masks) > 1:
+            raise PromptError("cannot merge prompts that each carry a mask_input")
         return cls(
             size,
             points=np.concatenate(pts) if pts else None,
             point_labels=np.concatenate(labels) if labels else None,
             boxes=np.concatenate(boxes) if boxes else None,
+            mask_input=masks[0] if masks else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +141,7 @@ class Prompt:
             "points": None if self.points is None else self.points.tolist(),
             "point_labels": None if self.point_labels is None else self.point_labels.tolist(),
             "boxes": None if self.boxes is None else self.boxes.tolist(),
+            "mask_input": None if self.mask_input is None else self.mask_input.tolist(),
         }
 
     @classmethod
@@ -127,6 +152,7 @@ class Prompt:
             points=data.get("points"),
             point_labels=data.get("point_labels"),
             boxes=data.get("boxes"),
+            mask_input=data.get("mask_input"),
         )
 
     def same_as(self, other: Prompt) -> bool:
@@ -172,3 +198,10 @@ def _check_boxes(boxes: np.ndarray, h: int, w: int) -> None:
     )
     if bad.any():
         raise PromptError(f"boxes not inside the {w}x{h} image or not XYXY: {boxes[bad].tolist()}")
+
+
+def _check_mask_input(mask: np.ndarray) -> None:
+    if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        raise PromptError(f"mask_input must be (S, S) low-res logits, got shape {mask.shape}")
+    if not np.isfinite(mask).all():
+        raise PromptError("mask_input contains NaN or infinite values")

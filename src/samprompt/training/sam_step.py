@@ -18,15 +18,16 @@ import torch
 from samprompt import distributed
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset
-from samprompt.decoder import decode_low_res
 from samprompt.embeddings import EmbeddingIndex
 from samprompt.errors import SampromptError, TrainingDivergedError
 from samprompt.frames import autocast, low_res_target
 from samprompt.metrics import f1_iou
 from samprompt.model import LoadedSam
+from samprompt.passes import decode_passes
 from samprompt.prompts.calls import inference_prompt, training_prompt
 from samprompt.prompts.prompt import Prompt
 from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import PromptTokens
 from samprompt.training.loop import check_finite, weights_finite
 
 __all__ = ["SamStep", "SplitTensors"]
@@ -91,6 +92,12 @@ class SamStep:
         On logits.
     ddp : torch.nn.Module, optional
         The decoder wrapped in ``DistributedDataParallel`` under torchrun.
+    tokens : PromptTokens, optional
+        The strategy's learned prompt, trained with the decoder (same optimizer).
+
+    A strategy that refines decodes ``1 + refine_passes`` times per batch, each pass prompted by
+    the previous (detached) one; the training loss is the mean over the passes, and validation
+    scores the last.
     """
 
     def __init__(
@@ -103,8 +110,10 @@ class SamStep:
         optimizer: torch.optim.Optimizer,
         loss_fn: torch.nn.Module,
         ddp: torch.nn.Module | None = None,
+        tokens: PromptTokens | None = None,
     ) -> None:
         self.sam = model.sam
+        self.tokens = tokens
         self.strategy = strategy
         self.config = config
         self.train, self.val = train, val
@@ -116,13 +125,20 @@ class SamStep:
 
     def _logits(
         self, split: SplitTensors, positions: Sequence[int], prompts: Sequence[Prompt]
-    ) -> torch.Tensor:
+    ) -> list[torch.Tensor]:
+        """Logits of every pass (one unless the strategy refines)."""
         embeddings = split.index.load(positions, self.config.device)
         if self.ddp is not None and torch.is_grad_enabled():
             logits: torch.Tensor = self.ddp(embeddings, list(prompts))
-            return logits
-        return decode_low_res(
-            self.sam, embeddings, prompts, multimask_output=self.config.multimask_output
+            return [logits]
+        return decode_passes(
+            self.sam,
+            embeddings,
+            [split.dataset[i] for i in positions],
+            prompts,
+            self.strategy,
+            tokens=self.tokens,
+            multimask_output=self.config.multimask_output,
         )
 
     def _training_prompts(self, positions: Sequence[int], epoch: int) -> list[Prompt]:
@@ -151,10 +167,12 @@ class SamStep:
             positions = batch[me::world] or batch[:1]
             weight = world * len(batch[me::world]) / len(batch)
             with autocast(cfg.device, cfg.precision):
-                logits = self._logits(
+                passes = self._logits(
                     self.train, positions, self._training_prompts(positions, epoch)
                 )
-                loss = self.loss_fn(logits.float(), self.train.targets[positions])
+                target = self.train.targets[positions]
+                per_pass = [self.loss_fn(p.float(), target) for p in passes]
+                loss = per_pass[0] if len(per_pass) == 1 else sum(per_pass) / len(per_pass)
             check_finite(epoch + 1, "training loss", float(loss.detach()), float(cfg.lr or 0))
             self.optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
@@ -182,7 +200,7 @@ class SamStep:
             for start in range(0, len(mine), cfg.batch_size):
                 positions = mine[start : start + cfg.batch_size]
                 prompts = [self.val.prompts[i] for i in positions]
-                logits = self._logits(self.val, positions, prompts).float()
+                logits = self._logits(self.val, positions, prompts)[-1].float()
                 targets = self.val.targets[positions]
                 weighted_loss += float(self.loss_fn(logits, targets)) * len(positions)
                 f1, _ = f1_iou((logits > 0).cpu()[:, 0], targets.bool().cpu()[:, 0])

@@ -23,8 +23,8 @@ class RunState:
     Attributes
     ----------
     module : torch.nn.Module
-        The network being trained (SAM's mask decoder, or the U-Net); its weights are part of the
-        state.
+        The network being trained (SAM's mask decoder, with a learned prompt a
+        :class:`~samprompt.prompts.tokens.DecoderAndPrompt`, or the U-Net); its weights are part of the state.
     optimizer : torch.optim.Optimizer
         Its optimizer (moments included).
     identity : dict
