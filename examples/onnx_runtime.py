@@ -10,7 +10,8 @@ then::
 
 Needs only ``onnxruntime``, ``numpy`` and ``Pillow``. Prompts come from ``export.json`` (the
 strategy's fitted prompt for the image's size); an oracle-box model needs boxes, pass them with
-``--box X0 Y0 X1 Y1`` (repeatable; several boxes are merged).
+``--box X0 Y0 X1 Y1`` (repeatable; several boxes are merged). A ``learned``-prompt export needs
+no prompt at all: the decoder graph takes only the image embedding and the image size.
 """
 
 from __future__ import annotations
@@ -60,18 +61,14 @@ class OnnxSegmenter:
     def segment(
         self, image: np.ndarray, prompt: tuple[np.ndarray, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(logits, mask)`` at the image's size; ``prompt`` defaults to the fitted one."""
+        """``(logits, mask)`` at the image's size; ``prompt`` defaults to the fitted one (a
+        learned-prompt export takes no prompt: it is inside the graph)."""
         h, w = image.shape[:2]
-        coords, labels = prompt or self.fitted_prompt(h, w)
-        logits, mask = self.decoder.run(
-            None,
-            {
-                "image_embeddings": self.embed(image),
-                "point_coords": coords,
-                "point_labels": labels,
-                "orig_size": np.array([h, w], np.int64),
-            },
-        )
+        inputs = {"image_embeddings": self.embed(image), "orig_size": np.array([h, w], np.int64)}
+        if "point_coords" in self.meta.get("decoder_inputs", ["point_coords"]):
+            coords, labels = prompt or self.fitted_prompt(h, w)
+            inputs |= {"point_coords": coords, "point_labels": labels}
+        logits, mask = self.decoder.run(None, inputs)
         return logits, mask
 
 
@@ -93,7 +90,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     prompt = boxes_prompt(args.box) if args.box else None
     for name in args.images:
-        image = np.asarray(Image.open(name).convert("L"))
+        image = np.asarray(Image.open(name).convert("RGB"))
         _, mask = model.segment(image, prompt)
         Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{Path(name).stem}.png")
         print(f"{name}: {int(mask.sum())} foreground pixels of {mask.size}")

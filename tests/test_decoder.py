@@ -5,6 +5,7 @@ import torch
 
 from samprompt import LoadedSam, Prompt
 from samprompt.decoder import decode_low_res
+from samprompt.prompts.tokens import PromptTokens
 
 
 def _official(
@@ -94,3 +95,42 @@ def test_gradients_equal_those_of_the_official_per_image_path(tiny: LoadedSam) -
     assert any(g.abs().sum() > 0 for g in official)
     for mine, theirs in zip(ours, official, strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-3)
+
+
+def test_mask_inputs_learned_tokens_and_empty_prompts_match_the_official_modules(
+    tiny: LoadedSam,
+) -> None:
+    """A prompt's mask_input is SAM's dense mask prompt, learned tokens follow the prompt's own
+    tokens, and an empty prompt leaves only the learned ones: each as SAM's modules compute it."""
+    torch.manual_seed(2)
+    embeddings = torch.randn(3, 256, 64, 64)
+    mask = torch.randn(256, 256)
+    tokens = PromptTokens(torch.randn(3, 256), torch.randn(256, 256))
+    prompts = [
+        Prompt((100, 80), boxes=[[5, 5, 60, 90]], mask_input=mask.numpy()),
+        Prompt((64, 64), points=[[30.0, 30.0]], point_labels=[1]),
+        Prompt((64, 64)),
+    ]
+    sam = tiny.sam
+    with torch.no_grad():
+        ours = decode_low_res(sam, embeddings, prompts, tokens=tokens)
+        for b, prompt in enumerate(prompts):
+            points, boxes = prompt.to_input_frame(tiny.img_size)
+            point_arg = None
+            if points is not None:
+                labels = torch.tensor(prompt.point_labels[None])
+                point_arg = (torch.tensor(points[None]).float(), labels)
+            box_arg = None if boxes is None else torch.tensor(boxes).float()
+            masks = None if prompt.mask_input is None else mask[None, None]
+            sparse, dense = sam.prompt_encoder(points=point_arg, boxes=box_arg, masks=masks)
+            if masks is None:
+                dense = sam.prompt_encoder.mask_downscaling(tokens.mask_logits[None, None])
+            sparse = torch.cat([sparse, tokens.sparse[None]], dim=1)
+            expected, _ = sam.mask_decoder(
+                image_embeddings=embeddings[b : b + 1],
+                image_pe=sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            torch.testing.assert_close(ours[b, 0], expected[0, 0], atol=1e-4, rtol=1e-4)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from segment_anything import SamPredictor
 
 from samprompt.atomic import save_torch_atomic, write_json_atomic
@@ -29,8 +30,11 @@ from samprompt.data.preprocess import to_rgb
 from samprompt.data.sample import Sample
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
-from samprompt.prompts.calls import inference_prompt, strategy_state
+from samprompt.passes import decode_passes
+from samprompt.prompts.calls import inference_prompt, refine_passes, strategy_state
 from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.prompts.tokens import PromptTokens
 from samprompt.runs import check_apart
 from samprompt.saved import load_sam_model
 from samprompt.segmenter import SamSegmenter
@@ -84,8 +88,9 @@ def sidecar(segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]] = ()
     """What a user of the exported checkpoint needs besides the weights (see module docs)."""
     model, strategy = segmenter.model, segmenter.strategy
     sizes = list(image_sizes) or [(model.img_size, model.img_size)]
+    tokens = segmenter.tokens
     prompts = None
-    if not strategy.needs_mask_at_inference:
+    if not strategy.needs_mask_at_inference and tokens is None:
         prompts = [_prompt_json(inference_prompt(strategy, _size_probe(h, w))) for h, w in sizes]
     return {
         "format": EXPORT_FORMAT,
@@ -112,11 +117,48 @@ def sidecar(segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]] = ()
             "needs_mask_at_inference": bool(strategy.needs_mask_at_inference),
         },
         "prompts": prompts,
-        "prompts_note": (
-            "ground-truth boxes at inference (oracle): give your own boxes"
-            if prompts is None
-            else "the fitted prompt for each listed image size; samprompt computes any other"
+        "prompts_note": _prompts_note(strategy.needs_mask_at_inference, tokens is not None),
+        **({"learned_prompt": _learned_json(tokens)} if tokens is not None else {}),
+        **_refine_json(strategy),
+    }
+
+
+def _prompts_note(oracle: bool, learned: bool) -> str:
+    if learned:
+        return "a learned prompt (learned_prompt): the model needs only the image"
+    if oracle:
+        return "ground-truth boxes at inference (oracle): give your own boxes"
+    return "the fitted prompt for each listed image size; samprompt computes any other"
+
+
+def _learned_json(tokens: PromptTokens) -> dict[str, Any]:
+    """The learned prompt as numbers, with how official SAM modules take it."""
+    mask = tokens.mask_logits
+    return {
+        "sparse_embeddings": tokens.sparse.detach().cpu().tolist(),
+        "mask_logits": None if mask is None else mask.detach().cpu().tolist(),
+        "use": (
+            "sparse = torch.tensor(sparse_embeddings)[None]; dense = "
+            "sam.prompt_encoder.mask_downscaling(torch.tensor(mask_logits)[None, None]) if "
+            "mask_logits else sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)"
+            ".expand(1, -1, h, w); low_res, _ = sam.mask_decoder(image_embeddings, "
+            "sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False); then "
+            "sam.postprocess_masks(low_res, input_size, original_size) >= threshold.logit"
         ),
+    }
+
+
+def _refine_json(strategy: PromptStrategy) -> dict[str, Any]:
+    passes = refine_passes(strategy)
+    if not passes:
+        return {}
+    return {
+        "refine": {
+            "passes": passes,
+            "note": "after the first pass, each pass is prompted with the boxes of the previous "
+            "mask's largest components and its low-res logits as mask_input; "
+            "samprompt.interop.PromptedPredictor runs the passes",
+        }
     }
 
 
@@ -249,6 +291,9 @@ class PromptedPredictor:
     def predict_logits(self, prompt: Prompt | None = None) -> np.ndarray:
         """``(H, W)`` logits at the image's size; several boxes give their maximum (union)."""
         prompt = prompt or self.prompt()
+        strategy = self.segmenter.strategy
+        if self.segmenter.tokens is not None or refine_passes(strategy):
+            return self._decoded_in_passes(prompt)
         boxes: list[np.ndarray | None] = [None] if prompt.boxes is None else list(prompt.boxes)
         multimask = self.segmenter.multimask_output
         outputs = []
@@ -262,6 +307,28 @@ class PromptedPredictor:
             )
             outputs.append(masks[int(np.argmax(scores))] if multimask else masks[0])
         return np.asarray(np.max(outputs, axis=0), dtype=np.float32)
+
+    def _decoded_in_passes(self, prompt: Prompt) -> np.ndarray:
+        """A learned or refining prompt: samprompt's decoder passes on the predictor's
+        embedding, then SAM's own post-processing to the image's size."""
+        predictor, segmenter = self.predictor, self.segmenter
+        if self._size is None or predictor.features is None:
+            raise SampromptError("call set_image(image) first")
+        blank = Sample("image", np.zeros((*self._size, 3), np.uint8), None)
+        with torch.inference_mode():
+            low_res = decode_passes(
+                segmenter.model.sam,
+                predictor.features,
+                [blank],
+                [prompt],
+                segmenter.strategy,
+                tokens=segmenter.tokens,
+                multimask_output=segmenter.multimask_output,
+            )[-1]
+            logits = segmenter.model.sam.postprocess_masks(
+                low_res, predictor.input_size, predictor.original_size
+            )
+        return np.asarray(logits[0, 0].float().cpu().numpy(), dtype=np.float32)
 
     def predict(self, prompt: Prompt | None = None) -> np.ndarray:
         """The ``(H, W)`` bool mask, thresholded like ``samprompt predict``."""

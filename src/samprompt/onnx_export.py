@@ -36,7 +36,9 @@ from samprompt.atomic import staged_folder, write_json_atomic
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
 from samprompt.interop import check_image_sizes, logit, sidecar
+from samprompt.prompts.calls import refine_passes
 from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.tokens import PromptTokens
 from samprompt.runs import check_apart
 from samprompt.saved import load_sam_model
 from samprompt.segmenter import SamSegmenter
@@ -123,23 +125,67 @@ class PromptedDecoder(nn.Module):
         dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             sparse.shape[0], -1, h, w
         )
-        low_res, iou = self.sam.mask_decoder(
-            image_embeddings,
-            self.sam.prompt_encoder.get_dense_pe(),
-            sparse,
-            dense,
-            multimask_output=self.multimask_output,
-        )
-        if self.multimask_output:
-            best = iou.argmax(dim=1)
-            low_res = low_res[torch.arange(low_res.shape[0]), best].unsqueeze(1)
-        logits = low_res.amax(dim=0, keepdim=True)
-        logits = F.interpolate(logits, (self.side, self.side), mode="bilinear", align_corners=False)
-        logits = logits[..., : shape[0], : shape[1]]
-        # Tensors, not ints, so the tracer keeps the output size an input of the graph.
-        size = (orig_size[0], orig_size[1])
-        logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)[0, 0]  # type: ignore[arg-type]
-        return logits, logits >= self.threshold_logit
+        return _decode_to_image(
+            self.sam, image_embeddings, sparse, dense, orig_size, self.threshold_logit,
+            self.multimask_output,
+        )  # fmt: skip
+
+
+class LearnedPromptDecoder(nn.Module):
+    """A learned prompt baked in: embeddings + image size -> logits and mask, no prompt input."""
+
+    def __init__(
+        self, sam: Sam, tokens: PromptTokens, threshold_logit: float, multimask_output: bool
+    ) -> None:
+        super().__init__()
+        self.sam = sam
+        self.tokens = tokens
+        self.threshold_logit = float(threshold_logit)
+        self.multimask_output = multimask_output
+
+    def forward(
+        self, image_embeddings: torch.Tensor, orig_size: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self.tokens.sparse_for(1)
+        dense = self.tokens.dense_for(self.sam, 1)
+        if dense is None:
+            dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return _decode_to_image(
+            self.sam, image_embeddings, sparse, dense, orig_size, self.threshold_logit,
+            self.multimask_output,
+        )  # fmt: skip
+
+
+def _decode_to_image(
+    sam: Sam,
+    image_embeddings: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    orig_size: torch.Tensor,
+    threshold_logit: float,
+    multimask_output: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask decoder on ``R`` prompt rows, their union, then logits and mask at ``(H, W)``."""
+    side = int(sam.image_encoder.img_size)
+    shape = _input_shape(orig_size, side)
+    h, w = image_embeddings.shape[-2:]
+    low_res, iou = sam.mask_decoder(
+        image_embeddings,
+        sam.prompt_encoder.get_dense_pe(),
+        sparse,
+        dense.expand(sparse.shape[0], -1, h, w),
+        multimask_output=multimask_output,
+    )
+    if multimask_output:
+        best = iou.argmax(dim=1)
+        low_res = low_res[torch.arange(low_res.shape[0]), best].unsqueeze(1)
+    logits = low_res.amax(dim=0, keepdim=True)
+    logits = F.interpolate(logits, (side, side), mode="bilinear", align_corners=False)
+    logits = logits[..., : shape[0], : shape[1]]
+    # Tensors, not ints, so the tracer keeps the output size an input of the graph.
+    size = (orig_size[0], orig_size[1])
+    logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)[0, 0]  # type: ignore[arg-type]
+    return logits, logits >= threshold_logit
 
 
 class PreprocessingEncoder(nn.Module):
@@ -212,6 +258,12 @@ def export_onnx(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SampromptError(f"{out}: exists and is not an empty folder; choose a new --out")
     segmenter = load_sam_model(model_folder, checkpoint)
+    if refine_passes(segmenter.strategy):
+        raise SampromptError(
+            f"{model_folder}: strategy {segmenter.strategy.name!r} refines its prompt from its "
+            "own predictions (connected components between passes), which an ONNX graph does not "
+            "hold; export with --format pth and run the passes with samprompt"
+        )
     with staged_folder(out) as staging:
         files = [_export_decoder(segmenter, staging / "decoder.onnx")]
         if encoder:
@@ -223,33 +275,38 @@ def export_onnx(
 
 
 def _export_decoder(segmenter: SamSegmenter, path: Path) -> Path:
-    """The prompted decoder graph: embeddings + prompts + image size -> logits and mask."""
+    """The decoder graph: embeddings + prompts + image size -> logits and mask; with a learned
+    prompt baked in, embeddings + image size only."""
     sam = segmenter.model.sam.cpu().eval()
     side = int(sam.image_encoder.img_size)
     embeddings = torch.zeros(
         1, sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size
     )
+    size = torch.tensor([side, side], dtype=torch.int64)
+    outputs = {"output_names": ["logits", "mask"]}
+    image_axes = {"logits": {0: "height", 1: "width"}, "mask": {0: "height", 1: "width"}}
+    tokens = segmenter.tokens
+    threshold = logit(segmenter.threshold)
+    if tokens is not None:
+        learned = LearnedPromptDecoder(
+            sam, tokens.cpu().eval(), threshold, segmenter.multimask_output
+        )
+        _export(learned, (embeddings, size), path, input_names=["image_embeddings", "orig_size"],
+                dynamic_axes=image_axes, **outputs)  # fmt: skip
+        return path
     coords, labels = prompt_arrays(Prompt((side, side), boxes=[[1, 2, side // 2, side // 3]]))
-    decoder = PromptedDecoder(
-        sam, logit(segmenter.threshold), multimask_output=segmenter.multimask_output
-    )
+    decoder = PromptedDecoder(sam, threshold, multimask_output=segmenter.multimask_output)
     _export(
         decoder,
-        (
-            embeddings,
-            torch.from_numpy(coords),
-            torch.from_numpy(labels),
-            torch.tensor([side, side], dtype=torch.int64),
-        ),
+        (embeddings, torch.from_numpy(coords), torch.from_numpy(labels), size),
         path,
         input_names=["image_embeddings", "point_coords", "point_labels", "orig_size"],
-        output_names=["logits", "mask"],
         dynamic_axes={
             "point_coords": {0: "rows", 1: "points"},
             "point_labels": {0: "rows", 1: "points"},
-            "logits": {0: "height", 1: "width"},
-            "mask": {0: "height", 1: "width"},
+            **image_axes,
         },
+        **outputs,
     )
     return path
 
@@ -279,12 +336,23 @@ def _export_meta(
     meta["opset"] = ONNX_OPSET
     meta["files"] = files
     meta["load"] = "onnxruntime.InferenceSession(FILE)"
+    learned = segmenter.tokens is not None
+    meta["decoder_inputs"] = (
+        ["image_embeddings", "orig_size"]
+        if learned
+        else ["image_embeddings", "point_coords", "point_labels", "orig_size"]
+    )
     meta["inputs"] = {
         "encoder.onnx": "image: (h, w, 3) uint8 RGB, longest side resized to "
         f"{side} (PIL bilinear)",
-        "decoder.onnx": "image_embeddings (1, C, 64, 64) float32; point_coords (R, N, 2) "
-        "float32 pixel (x, y) of the original image; point_labels (R, N) float32 (1 fg, 0 bg, "
-        "2/3 box corners, -1 pad); orig_size (2,) int64 (H, W)",
+        "decoder.onnx": (
+            "image_embeddings (1, C, 64, 64) float32; orig_size (2,) int64 (H, W); the learned "
+            "prompt is inside the graph"
+            if learned
+            else "image_embeddings (1, C, 64, 64) float32; point_coords (R, N, 2) float32 pixel "
+            "(x, y) of the original image; point_labels (R, N) float32 (1 fg, 0 bg, 2/3 box "
+            "corners, -1 pad); orig_size (2,) int64 (H, W)"
+        ),
     }
     meta["outputs"] = "logits (H, W) float32; mask (H, W) bool = logits >= threshold.logit"
     for entry in meta["prompts"] or []:
