@@ -232,3 +232,35 @@ def test_refine_model_is_not_exported_to_onnx(trained: dict[str, Path], tmp_path
 
         export_onnx(trained["refine"], tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_sidecar_recipe_reproduces_predict_with_official_modules(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the sidecar's learned_prompt.use says, done with segment_anything's own modules on the
+    exported .pth, gives the masks of samprompt predict."""
+    from segment_anything import SamPredictor
+
+    from samprompt.model import build_sam
+
+    out = tmp_path / "model.pth"
+    assert main(["export", "--model", str(trained["learned"]), "--out", str(out)]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    sam = build_sam("tiny")
+    sam.load_state_dict(torch.load(out, weights_only=True))
+    sam.eval()
+    learned = side["learned_prompt"]
+    sparse = torch.tensor(learned["sparse_embeddings"])[None]
+    mask_logits = torch.tensor(learned["mask_logits"])[None, None]
+    segmenter = Finetuner.load(trained["learned"], cache=EmbeddingCache(trained["cache"]))
+    images = make_phantoms(2, (96, 72), seed=12)
+    predictor = SamPredictor(sam)
+    for sample, (_, expected) in zip(images, segmenter.predict_masks(images), strict=True):
+        predictor.set_image(np.repeat(sample.image[..., None], 3, axis=2))
+        with torch.no_grad():
+            dense = sam.prompt_encoder.mask_downscaling(mask_logits)
+            low_res, _ = sam.mask_decoder(predictor.features, sam.prompt_encoder.get_dense_pe(),
+                                          sparse, dense, multimask_output=False)  # fmt: skip
+            logits = sam.postprocess_masks(low_res, predictor.input_size, predictor.original_size)
+        mask = logits[0, 0].numpy() >= side["threshold"]["logit"]
+        assert expected.any() and _dice(mask, expected) >= 0.999

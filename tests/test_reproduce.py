@@ -161,3 +161,18 @@ def test_reproduce_quick_on_real_montgomery(tmp_path: Path) -> None:
     print(f"reproduce --quick on Montgomery: {time.perf_counter() - tick:.0f} s")
     results = check_report_matches_results(tmp_path / "run")
     assert results["meta"]["n_images"] == 8 and results["meta"]["encoder_calls"] == 8
+
+
+@pytest.mark.slow
+def test_reproduce_quick_on_real_ph2_colour_without_a_second_dataset(tmp_path: Path) -> None:
+    from samprompt.data import FolderDataset
+
+    real = FolderDataset(shared_dataset("ph2"))
+    data = write_folder_dataset(real.subset(range(0, len(real), 20)), tmp_path / "ph2")
+    assert main(_reproduce(data, tmp_path / "run")) == 0
+    results = check_report_matches_results(tmp_path / "run")
+    assert results["cross_dataset"] == {}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Not run: no second dataset was given (`--test-data`)." in report
+    unet = json.loads(next((tmp_path / "run").rglob("unet/fold_0/model.json")).read_text())
+    assert unet["config"]["in_channels"] == 3  # dermoscopy stays in colour
