@@ -45,7 +45,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="embedding cache (default: the user cache)")
     p.add_argument(
-        "--finetune", nargs="*", default=["mean-points", "learned", "refine", "perturbed-box"]
+        "--finetune",
+        nargs="*",
+        default=["mean-points", "learned", "refine", "perturbed-box"],
+        help="strategies to fine-tune, NAME or NAME:KEY=VALUE:... (strategy parameters)",
     )
     p.add_argument("--zero-shot", nargs="*", default=["mean-points", "perturbed-box", "learned"])
     p.add_argument("--no-unet", action="store_true")
@@ -121,12 +124,14 @@ def main() -> None:
         EmbeddingCache(args.cache, progress=False) if args.cache else EmbeddingCache(progress=False)
     )
     rows: dict[str, dict[str, Any]] = {}
-    for name in args.finetune:
-        run = args.out / f"finetune_{name}_e{args.epochs}"
-        print(f"fine-tuning {name} ({args.epochs} epochs) in {run}", flush=True)
-        _cv(args, run, "--prompt", name, "--epochs", str(args.epochs))
+    for spec in args.finetune:
+        name, *params = spec.split(":")
+        run = args.out / "_".join(["finetune", name, *params, f"e{args.epochs}"])
+        print(f"fine-tuning {spec} ({args.epochs} epochs) in {run}", flush=True)
+        extra = [a for p in params for a in ("--prompt-param", p)]
+        _cv(args, run, "--prompt", name, *extra, "--epochs", str(args.epochs))
         summary = json.loads((run / "metrics.json").read_text())
-        rows[f"fine-tuned, {name}"] = {
+        rows[f"fine-tuned, {spec}"] = {
             "f1_low": (summary["f1_mean"], summary["f1_std"]),
             **_rescore(run, data, cache), "oracle": name in ORACLE, "epochs": args.epochs,
         }  # fmt: skip
