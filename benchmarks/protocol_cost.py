@@ -35,12 +35,12 @@ def main() -> None:
     setup(args)
     data = make_phantoms(args.images, 96, seed=0)
     with tempfile.TemporaryDirectory() as root:
-        settings = ReproduceSettings(out=Path(root) / "run", quick=True, device=args.device)
+        settings = ReproduceSettings.for_budget("quick", out=Path(root) / "run", device=args.device)
         result = run_reproduce(
             data, load_sam("random:tiny"), settings, progress=False, log=lambda _: None
         )
     counted = result.meta.encoder_calls
-    quick = settings.effective()
+    quick = settings
     full = ReproduceSettings(out=Path("unused"))
     rows = [
         [

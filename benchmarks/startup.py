@@ -20,7 +20,9 @@ HEAVY = ("torch", "torchvision", "segment_anything", "monai", "matplotlib")
 
 
 def run(code: str) -> tuple[float, list[str]]:
-    probe = f"{code}\nimport sys\nprint('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    probe = (
+        f"{code}\nimport sys\nprint('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     tick = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - tick

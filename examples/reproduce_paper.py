@@ -1,7 +1,8 @@
 """Reproduce the paper's tables and figures (``samprompt reproduce`` from Python).
 
 Usage: ``python reproduce_paper.py DATA_DIR CHECKPOINT OUT_DIR [--quick]``, e.g. with the
-Montgomery folder and ``litemedsam`` (built in) or ``sam_vit_b_01ec64.pth``. Without arguments it
+Montgomery folder and ``litemedsam`` (built in) or ``sam_vit_b_01ec64.pth``; the ``converged`` budget
+(``--quick``: the smoke-test budget). Without arguments it
 runs the quick setting on phantoms with LiteMedSAM (the run shows the pipeline; phantom numbers say
 little about chest X-rays).
 """
@@ -25,7 +26,8 @@ else:
         True,
     )
 
-result = run_reproduce(data, load_sam(checkpoint), ReproduceSettings(out=out, quick=quick))
+settings = ReproduceSettings.for_budget("quick" if quick else "converged", out=out)
+result = run_reproduce(data, load_sam(checkpoint), settings)
 print(
     f"point prompts, fine-tuned: F1 {result.finetuned['points'].scores.f1_mean:.3f}; "
     f"U-Net {result.unet.scores.f1_mean:.3f}; see {out / 'report.md'}"

@@ -278,24 +278,48 @@ def _add_reproduce(sub: _Subparsers, parents: Parents) -> None:
         help="SAM checkpoint: litemedsam, a path, or random:<variant> (default %(default)s)",
     )
     p.add_argument("--out", required=True, help="output folder (resumable)")
-    p.add_argument("--epochs", type=int, default=100, help="fine-tuning epochs (default 100)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--unet-epochs", type=int, default=30, help="U-Net epochs (default 30)")
-    _early_stopping_args(p)
+    p.add_argument(
+        "--budget",
+        choices=["paper", "converged", "quick"],
+        default="paper",
+        help="paper: the paper's protocol (100 epochs everywhere); converged: early stopping "
+        "(patience 5 on validation loss, at most 40 epochs) and a 10-epoch grid, within 0.003 F1 "
+        "of paper at a fraction of the time (docs: results); quick: smoke test on 24 images, 2 "
+        "folds, 2 epochs (default paper). The options below override the budget's values",
+    )
+    p.add_argument("--quick", action="store_true", help="same as --budget quick")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (paper: 100)")
+    p.add_argument("--folds", type=int, default=None, help="cross-validation folds (paper: 5)")
+    p.add_argument("--unet-epochs", type=int, default=None, help="U-Net epochs (paper: 30)")
+    p.add_argument(
+        "--patience", type=int, default=None, help="early-stopping patience in epochs (paper: off)"
+    )
+    p.add_argument(
+        "--monitor",
+        choices=["val_loss", "val_f1"],
+        default=None,
+        help="best epoch (kept at the end, and what --patience watches): lowest validation loss "
+        "(default) or highest validation F1",
+    )
     p.add_argument(
         "--compare-patience",
         type=int,
-        default=5,
+        default=None,
         metavar="N",
         help="without --patience, also record what early stopping with patience N would have "
         "given in every fine-tuning (its F1 and training time beside the fixed epochs', in the "
         "report; costs one extra validation sweep and test evaluation per fold); 0 turns it off "
-        "(default 5)",
+        "(paper: 5)",
     )
     p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke-test size: 24 images, 2 folds, 2 epochs, 2-point grid, 2 U-Net epochs",
+        "--control",
+        default=None,
+        metavar="SPEC",
+        help="random-weights model of the random-encoder control, trained with point prompts on "
+        "the same folds (default random:tiny); 'none' skips it",
+    )
+    p.add_argument(
+        "--control-epochs", type=int, default=None, help="epochs of the control (paper: 30)"
     )
     p.add_argument("--cache", default=None, help="embedding cache (default OUT/cache)")
     _precision_arg(p)

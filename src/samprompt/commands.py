@@ -320,26 +320,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``reproduce`` options given on the command line (each overrides the budget's)."""
+    given = {
+        "epochs": args.epochs,
+        "folds": args.folds,
+        "unet_epochs": args.unet_epochs,
+        "patience": args.patience,
+        "monitor": args.monitor,
+        "control_epochs": args.control_epochs,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if args.compare_patience is not None:
+        overrides["compare_patience"] = args.compare_patience or None
+    if args.patience is not None:
+        overrides["compare_patience"] = None
+    if args.control is not None:
+        overrides["control"] = None if args.control.lower() == "none" else args.control
+    return overrides
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     check_device(args.device)
     data = _load_dataset(args)
     test_data = _load_dataset(args, args.test_data, args.test_format) if args.test_data else None
     model = load_sam(args.checkpoint, seed=args.seed)
-    settings = ReproduceSettings(
+    settings = ReproduceSettings.for_budget(
+        "quick" if args.quick else args.budget,
         out=Path(args.out),
-        epochs=args.epochs,
-        folds=args.folds,
         seed=args.seed,
-        unet_epochs=args.unet_epochs,
-        patience=args.patience,
-        monitor=args.monitor,
-        compare_patience=args.compare_patience or None,
         device=args.device,
         precision=args.precision,
-        quick=args.quick,
         overwrite=args.overwrite,
         data_path=Path(args.data),
         test_data_path=Path(args.test_data) if args.test_data else None,
+        **_budget_overrides(args),
     )
     cache = (
         EmbeddingCache(args.cache, precision=args.precision, progress=not args.quiet)

@@ -173,6 +173,21 @@ class EmbeddingCache:
             return False
         return True
 
+    @staticmethod
+    def _shape(model: LoadedSam) -> tuple[int, ...]:
+        prompt_encoder = model.sam.prompt_encoder
+        return (int(prompt_encoder.embed_dim), *map(int, prompt_encoder.image_embedding_size))
+
+    def missing(self, model: LoadedSam, samples: Dataset | Sequence[object]) -> list[int]:
+        """Positions of the images of ``samples`` whose embedding is not cached yet."""
+        dataset = as_dataset(samples)  # type: ignore[arg-type]
+        shape = self._shape(model)
+        return [
+            i
+            for i in range(len(dataset))
+            if not self._readable(self.entry_path(model, dataset[i].image), shape)
+        ]
+
     def embed(
         self,
         model: LoadedSam,
@@ -189,8 +204,7 @@ class EmbeddingCache:
         reading other ranks' entries.
         """
         dataset = as_dataset(samples)  # type: ignore[arg-type]
-        prompt_encoder = model.sam.prompt_encoder
-        shape = (int(prompt_encoder.embed_dim), *map(int, prompt_encoder.image_embedding_size))
+        shape = self._shape(model)
         paths: list[Path] = []
         todo: list[int] = []
         for i in range(len(dataset)):

@@ -285,12 +285,14 @@ def run_folds(
     meta: dict[str, Any],
     identity: Mapping[str, Any],
     overwrite: bool = False,
+    on_fold: Callable[[int], None] | None = None,
 ) -> ProtocolResult:
     """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net).
 
     ``identity`` describes the run (model, strategy, config; see :mod:`samprompt.run_identity`):
     ``out_dir`` and each fold folder are reused only by a run that describes itself the same way
-    (``overwrite=True`` empties ``out_dir`` first)."""
+    (``overwrite=True`` empties ``out_dir`` first). ``on_fold(i)`` is called after fold ``i``
+    finished (or was read back)."""
     identity = {"protocol": name, **identity}
     folder = None
     if out_dir is not None:
@@ -320,6 +322,8 @@ def run_folds(
                     identity,
                 )
             )
+            if on_fold is not None:
+                on_fold(i)
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta}, folder)
     if folder is not None:
         folder.write_json("metrics.json", result.to_dict())
@@ -350,6 +354,7 @@ def cross_validate(
     progress: bool = True,
     overwrite: bool = False,
     resolution: str = "low",
+    on_fold: Callable[[int], None] | None = None,
 ) -> ProtocolResult:
     """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
     validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
@@ -386,6 +391,7 @@ def cross_validate(
             meta=meta,
             identity=_sam_identity(model, strategy, config),
             overwrite=overwrite,
+            on_fold=on_fold,
         )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
@@ -458,6 +464,7 @@ def unet_cross_validate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    on_fold: Callable[[int], None] | None = None,
 ) -> ProtocolResult:
     """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
     :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
@@ -481,4 +488,5 @@ def unet_cross_validate(
         meta={"model": "MONAI UNet", "config": attrs.asdict(unet_config)},
         identity={"model": {"name": "MONAI UNet"}, "config": attrs.asdict(unet_config)},
         overwrite=overwrite,
+        on_fold=on_fold,
     )

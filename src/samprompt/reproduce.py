@@ -10,6 +10,7 @@ typed :class:`~samprompt.reproduce_result.ReproduceResult`; ``report.md`` is ren
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +18,20 @@ from typing import Any
 
 import attrs
 import numpy as np
+import torch
 
 from samprompt._version import __version__
 from samprompt.baselines import UNetConfig
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, SampleList
 from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import ConfigError, RandomWeightsWarning
 from samprompt.finetune import Finetuner
-from samprompt.model import LoadedSam
+from samprompt.model import LoadedSam, load_sam
 from samprompt.plugins import get_strategy
 from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
 from samprompt.report import plot_learning_curve, plot_overlays
+from samprompt.reproduce_plan import ProtocolProgress, Workload, probe_costs
 from samprompt.reproduce_report import early_stop_line, render_report
 from samprompt.reproduce_result import (
     EarlyStopRow,
@@ -41,28 +45,61 @@ from samprompt.reproduce_result import (
 from samprompt.run_identity import describe_model
 from samprompt.runs import RunFolder
 
-__all__ = ["PROMPT_TYPES", "ReproduceSettings", "run_reproduce"]
+__all__ = ["BUDGETS", "PROMPT_TYPES", "ReproduceSettings", "budget_settings", "run_reproduce"]
 
 #: The paper's prompt types and the strategies that implement them.
 PROMPT_TYPES: dict[str, str] = {"box": "perturbed-box", "points": "mean-points", "both": "combined"}
+
+
+#: What each ``--budget`` changes in the paper's protocol (:class:`ReproduceSettings`'s
+#: defaults). ``converged`` stops every fine-tuning 5 epochs after its best validation loss
+#: (at most 40 epochs) and runs the lr x weight-decay grid for 10 epochs on fold 0; ``quick``
+#: is a smoke test on at most 24 images.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "converged": {
+        "epochs": 40,
+        "patience": 5,
+        "compare_patience": None,
+        "grid_epochs": 10,
+        "control_epochs": 40,
+    },
+    "quick": {
+        "epochs": 2,
+        "folds": 2,
+        "lrs": (1e-4, 1e-3),
+        "weight_decays": (0.0,),
+        "grid_epochs": 1,
+        "unet_epochs": 2,
+        "control_epochs": 2,
+    },
+}
+
+
+def budget_settings(name: str) -> dict[str, Any]:
+    """The settings ``--budget name`` changes (see :data:`BUDGETS`)."""
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}")
+    return dict(BUDGETS[name])
 
 
 @attrs.frozen
 class ReproduceSettings:
     """What ``samprompt reproduce`` runs (defaults: the paper's protocol).
 
-    ``quick`` shrinks everything for smoke tests: at most ``quick_images`` images, 2 folds,
-    2 epochs, a 2-point learning-rate grid and a 2-epoch U-Net. ``patience`` and ``monitor``
-    apply early stopping (:class:`~samprompt.FinetuneConfig`) to every fine-tuning, the grid's
-    included; off by default, as in the paper. Without ``patience``, every fine-tuning also
-    records what early stopping with ``compare_patience`` epochs would have given
-    (:mod:`samprompt.early_stopping`), and the report sets its F1 and training time beside the
-    fixed epochs'; None turns that off. ``overwrite`` empties ``out`` first (without it a folder
-    holding another reproduction is refused). ``data_path`` and ``test_data_path`` name the
-    datasets' folders, which ``out`` may not overlap.
+    Build a budget's settings with :meth:`for_budget`. ``patience`` and ``monitor`` apply early
+    stopping (:class:`~samprompt.FinetuneConfig`) to every fine-tuning, the grid's included; off
+    in the paper's protocol. Without ``patience``, every fine-tuning also records what early
+    stopping with ``compare_patience`` epochs would have given (:mod:`samprompt.early_stopping`),
+    and the report sets its F1 and training time beside the fixed epochs'; None turns that off.
+    ``control`` names the random-weights model of the random-encoder control (trained with point
+    prompts on the same folds for ``control_epochs``; None skips it). ``overwrite`` empties
+    ``out`` first (without it a folder holding another reproduction is refused). ``data_path``
+    and ``test_data_path`` name the datasets' folders, which ``out`` may not overlap.
     """
 
     out: Path
+    budget: str = attrs.field(default="paper")
     epochs: int = 100
     folds: int = 5
     seed: int = 0
@@ -73,28 +110,29 @@ class ReproduceSettings:
     patience: int | None = None
     monitor: str = "val_loss"
     compare_patience: int | None = 5
+    control: str | None = "random:tiny"
+    control_epochs: int = 30
     batch_size: int = 8
     device: str = "cpu"
     precision: str = "fp32"
-    quick: bool = False
     quick_images: int = 24
     overwrite: bool = False
     data_path: Path | None = None
     test_data_path: Path | None = None
 
-    def effective(self) -> ReproduceSettings:
-        """The settings after ``quick`` is applied."""
-        if not self.quick:
-            return self
-        return attrs.evolve(
-            self,
-            epochs=min(self.epochs, 2),
-            folds=2,
-            lrs=(1e-4, 1e-3),
-            weight_decays=(0.0,),
-            grid_epochs=1,
-            unet_epochs=2,
-        )
+    @budget.validator
+    def _known_budget(self, _: attrs.Attribute[str], value: str) -> None:
+        budget_settings(value)
+
+    @classmethod
+    def for_budget(cls, budget: str = "paper", **overrides: Any) -> ReproduceSettings:
+        """``budget``'s settings (:data:`BUDGETS`), then ``overrides`` (e.g. ``out``)."""
+        return cls(**{**budget_settings(budget), **overrides, "budget": budget})
+
+    @property
+    def quick(self) -> bool:
+        """A smoke-test run (budget ``quick``): at most ``quick_images`` images."""
+        return self.budget == "quick"
 
 
 @attrs.define(eq=False)
@@ -109,8 +147,22 @@ class _Run:
     cache: EmbeddingCache
     progress: bool
     log: Callable[[str], None]
+    control: LoadedSam | None = None
+    bar: ProtocolProgress | None = None
     phases: dict[str, float] = attrs.field(factory=dict)
     trained: list[ProtocolResult] = attrs.field(factory=list)
+
+    def ticker(self, prefix: str) -> Callable[[int], None]:
+        """``on_fold`` for a sub-run: advances the protocol's bar by each finished fold."""
+        last = [time.perf_counter()]
+
+        def tick(fold: int) -> None:
+            now = time.perf_counter()
+            if self.bar is not None:
+                self.bar.done(f"{prefix}/fold_{fold}", now - last[0])
+            last[0] = now
+
+        return tick
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -126,12 +178,13 @@ class _Run:
         return self.folder.root.joinpath(*parts)
 
     def cv(
-        self, name: str, config: FinetuneConfig | None, out: Path, **kwargs: Any
+        self, name: str, config: FinetuneConfig | None, out: Path, step: str, **kwargs: Any
     ) -> ProtocolResult:
         s = self.settings
         return cross_validate(
-            self.data, self.model, get_strategy(name), config, k=s.folds, seed=s.seed,
-            cache=self.cache, progress=self.progress, out_dir=out, **kwargs,
+            self.data, kwargs.pop("model", self.model), get_strategy(name), config, k=s.folds,
+            seed=s.seed, cache=self.cache, progress=self.progress, out_dir=out,
+            on_fold=self.ticker(step), **kwargs,
         )  # fmt: skip
 
 
@@ -153,7 +206,8 @@ def _zero_shot(run: _Run) -> dict[str, SummaryRow]:
     for label, name in PROMPT_TYPES.items():
         run.log(f"[zero-shot] {label} ({name})")
         with run.phase("zero-shot"):
-            rows[label] = SummaryRow.of(run.cv(name, None, run.sub("zero_shot", label)))
+            result = run.cv(name, None, run.sub("zero_shot", label), f"zero-shot/{label}")
+            rows[label] = SummaryRow.of(result)
     return rows
 
 
@@ -163,9 +217,10 @@ def _grid(run: _Run, base: FinetuneConfig) -> tuple[GridPoint, ...]:
         for wd in s.weight_decays:
             run.log(f"[grid] lr={lr:g} weight decay={wd:g}")
             config = base.replace(lr=lr, weight_decay=wd, epochs=s.grid_epochs or s.epochs)
+            label = f"lr{lr:g}_wd{wd:g}"
             with run.phase("lr x wd grid"):
                 result = run.cv(
-                    "mean-points", config, run.sub("grid", f"lr{lr:g}_wd{wd:g}"), folds=[0]
+                    "mean-points", config, run.sub("grid", label), f"grid/{label}", folds=[0]
                 )
             run.trained.append(result)
             grid.append(GridPoint(lr, wd, max(r["f1_mean"] for r in result.folds[0].sweep)))
@@ -177,7 +232,7 @@ def _finetune(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResult]:
     for label, name in PROMPT_TYPES.items():
         run.log(f"[fine-tune] {label} ({name}), {s.folds} folds x {s.epochs} epochs")
         with run.phase("fine-tuning"):
-            finetuned[label] = run.cv(name, config, run.sub("finetune", label))
+            finetuned[label] = run.cv(name, config, run.sub("finetune", label), f"finetune/{label}")
         run.trained.append(finetuned[label])
     return finetuned
 
@@ -194,8 +249,22 @@ def _unet(run: _Run) -> SummaryRow:
             seed=s.seed,
             out_dir=run.sub("unet"),
             progress=run.progress,
+            on_fold=run.ticker("unet"),
         )
     return SummaryRow.of(unet, seconds=time.perf_counter() - tick)
+
+
+def _control(run: _Run, config: FinetuneConfig) -> SummaryRow | None:
+    """The random-encoder control: point prompts on the same folds, a random-weights SAM."""
+    s = run.settings
+    if run.control is None:
+        return None
+    run.log(f"[control] {s.control}, point prompts, {s.folds} folds x {s.control_epochs} epochs")
+    config = config.replace(lr=None, epochs=s.control_epochs)
+    with run.phase("control"):
+        result = run.cv("mean-points", config, run.sub("control"), "control", model=run.control)
+    run.trained.append(result)
+    return SummaryRow.of(result, seconds=training_seconds(result))
 
 
 def _cross_dataset(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResult]:
@@ -204,7 +273,7 @@ def _cross_dataset(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResul
         return cross
     for label, name in PROMPT_TYPES.items():
         run.log(f"[cross-dataset] {label}")
-        with run.phase("cross-dataset"):
+        with run.phase("cross-dataset"), _bar_step(run, f"cross/{label}"):
             cross[label] = cross_dataset(
                 run.data, run.test_data, run.model, get_strategy(name), config,
                 seed=run.settings.seed, cache=run.cache, out_dir=run.sub("cross_dataset", label),
@@ -212,6 +281,20 @@ def _cross_dataset(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResul
             )  # fmt: skip
         run.trained.append(cross[label])
     return cross
+
+
+@contextmanager
+def _bar_step(run: _Run, key: str) -> Iterator[None]:
+    if run.bar is None:
+        yield
+        return
+    with run.bar.step(key):
+        yield
+
+
+def training_seconds(result: ProtocolResult) -> float:
+    """Training wall time of a protocol's folds, as recorded epoch by epoch (resumes included)."""
+    return sum(float(h["seconds"]) for f in result.folds for h in f.history)
 
 
 def _figures(run: _Run, points: ProtocolResult) -> dict[str, str]:
@@ -241,6 +324,7 @@ def _meta(run: _Run, dataset_name: str, seconds: float) -> ReproduceMeta:
         folds=s.folds,
         epochs=s.epochs,
         quick=s.quick,
+        budget=s.budget,
         encoder_calls=run.cache.stats.encoder_calls,
         seconds=seconds,
     )
@@ -273,6 +357,50 @@ def _claim(
     return RunFolder.claim(s.out, identity, overwrite=s.overwrite, inputs=inputs)
 
 
+def _control_model(s: ReproduceSettings) -> LoadedSam | None:
+    if s.control is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # the control is random on purpose
+        return load_sam(s.control, seed=s.seed)
+
+
+def _workload(run: _Run, grid_labels: tuple[str, ...]) -> Workload:
+    s, test = run.settings, run.test_data
+    return Workload(
+        n=len(run.data),
+        n_test=len(test) if test is not None else 0,
+        missing=len(run.cache.missing(run.model, run.data)),
+        missing_test=len(run.cache.missing(run.model, test)) if test is not None else 0,
+        folds=s.folds,
+        epochs=s.epochs,
+        grid_epochs=s.grid_epochs or s.epochs,
+        unet_epochs=s.unet_epochs,
+        control_epochs=s.control_epochs if run.control is not None else None,
+        zero_shot=tuple(PROMPT_TYPES),
+        grid=grid_labels,
+        finetune=tuple(PROMPT_TYPES),
+    )
+
+
+def _start(run: _Run) -> None:
+    """Time the units of work, print the estimate, embed everything the run will need."""
+    s = run.settings
+    costs = probe_costs(
+        run.model, run.data, run.cache, batch_size=s.batch_size, control=run.control
+    )
+    grid = tuple(f"lr{lr:g}_wd{wd:g}" for lr in s.lrs for wd in s.weight_decays)
+    plan = _workload(run, grid).plan(costs)
+    run.log(f"{plan.line(capped=s.patience is not None)}; {torch.get_num_threads()} threads")
+    run.bar = ProtocolProgress(plan, enabled=run.progress)
+    with run.phase("embedding"), run.bar.step("embedding"):
+        run.cache.embed(run.model, run.data, device=s.device)
+        if run.test_data is not None:
+            run.cache.embed(run.model, run.test_data, device=s.device)
+        if run.control is not None:
+            run.cache.embed(run.control, run.data, device=s.device)
+
+
 def run_reproduce(
     data: Dataset,
     model: LoadedSam,
@@ -285,48 +413,61 @@ def run_reproduce(
     log: Callable[[str], None] = print,
 ) -> ReproduceResult:
     """Run the whole protocol into ``settings.out``; ``results.json`` holds the result's
-    :meth:`~samprompt.reproduce_result.ReproduceResult.to_dict`."""
-    s, tick = settings.effective(), time.perf_counter()
+    :meth:`~samprompt.reproduce_result.ReproduceResult.to_dict`. Prints the estimated wall
+    time first (units of work timed on this machine), then one progress bar over the run."""
+    s, tick = settings, time.perf_counter()
     data, test_data = _quick_subsets(data, test_data, s)
     folder = _claim(data, test_data, model, s)
     cache = cache or EmbeddingCache(folder.path("cache"), progress=progress)
-    run = _Run(data, test_data, model, s, folder, cache, progress, log)
-    with run.phase("embedding"):
-        cache.embed(model, data, device=s.device)
+    run = _Run(data, test_data, model, s, folder, cache, progress, log, _control_model(s))
+    _start(run)
     zero_shot, grid = _zero_shot(run), _grid(run, _base_config(s))
     chosen = max(grid, key=lambda g: (g.val_f1, -g.lr, -g.weight_decay))
     config = _base_config(s).replace(lr=chosen.lr, weight_decay=chosen.weight_decay)
     finetuned = _finetune(run, config)
-    unet = _unet(run)
+    unet, control = _unet(run), _control(run, config)
     cross = _cross_dataset(run, config)
-    early = {
+    if run.bar is not None:
+        run.bar.close()
+    result = ReproduceResult(
+        zero_shot=zero_shot,
+        grid=grid,
+        chosen=chosen,
+        finetuned={k: SummaryRow.of(v, training_seconds(v)) for k, v in finetuned.items()},
+        sweep={k: SweepRow.table(v) for k, v in finetuned.items()},
+        unet=unet,
+        prior=SummaryRow.of(finetuned["points"]).prior,
+        cross_dataset={k: SummaryRow.of(v, training_seconds(v)) for k, v in cross.items()},
+        early_stopping=_early_rows(finetuned, cross),
+        figures=_figures(run, finetuned["points"]),
+        meta=_meta(run, dataset_name, time.perf_counter() - tick),
+        timing=Timing.of(run.trained, run.phases, time.perf_counter() - tick),
+        control=control,
+        control_checkpoint=s.control if control is not None else None,
+    )
+    _write(folder, result, log)
+    return result
+
+
+def _early_rows(
+    finetuned: dict[str, ProtocolResult], cross: dict[str, ProtocolResult]
+) -> dict[str, EarlyStopRow]:
+    return {
         f"{kind} {label}": row
         for kind, runs in (("fine-tuned", finetuned), ("cross-dataset", cross))
         for label, result in runs.items()
         if (row := EarlyStopRow.of(result)) is not None
     }
-    result = ReproduceResult(
-        zero_shot=zero_shot,
-        grid=grid,
-        chosen=chosen,
-        finetuned={k: SummaryRow.of(v) for k, v in finetuned.items()},
-        sweep={k: SweepRow.table(v) for k, v in finetuned.items()},
-        unet=unet,
-        prior=SummaryRow.of(finetuned["points"]).prior,
-        cross_dataset={k: SummaryRow.of(v) for k, v in cross.items()},
-        early_stopping=early,
-        figures=_figures(run, finetuned["points"]),
-        meta=_meta(run, dataset_name, time.perf_counter() - tick),
-        timing=Timing.of(run.trained, run.phases, time.perf_counter() - tick),
-    )
+
+
+def _write(folder: RunFolder, result: ReproduceResult, log: Callable[[str], None]) -> None:
     folder.write_json("results.json", result.to_dict())
     folder.write_text("report.md", render_report(result))
     folder.finish()
     log(result.timing.line())
-    if early:
-        log(early_stop_line(early))
+    if result.early_stopping:
+        log(early_stop_line(result.early_stopping))
     log(f"report: {folder.path('report.md')}")
-    return result
 
 
 def _overlays(run: _Run, result: ProtocolResult, figures: Path) -> dict[str, str]:

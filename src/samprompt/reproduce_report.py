@@ -54,7 +54,9 @@ def _header(result: ReproduceResult) -> list[str]:
         f"- checkpoint: `{meta.checkpoint}` (SAM {meta.variant}, sha256 `{meta.sha256}`)",
         f"- data: {meta.n_images} images; {meta.folds}-fold cross-validation (test fold i, "
         f"validation fold i+1, training on the rest), seed {meta.seed}",
-        f"- fine-tuning: {meta.epochs} epochs; evaluation resolution: {meta.resolution}",
+        f"- budget `{meta.budget}`: fine-tuning {meta.epochs} epochs"
+        f"{' at most (early stopping)' if meta.budget == 'converged' else ''}; "
+        f"evaluation resolution: {meta.resolution}",
         "- **oracle**: box prompts (`box`, `both`) come from the ground-truth mask at test time, "
         "as in the paper; point prompts never read the test mask",
         f"- image-encoder calls: {meta.encoder_calls} (one per distinct image at most)",
@@ -179,8 +181,19 @@ def _comparison(result: ReproduceResult) -> list[str]:
         row("mean-mask prior (floor)", result.prior),
         row(f"U-Net (MONAI, from scratch, {unet.seconds or 0:.0f} s CPU)", unet.scores),
     ]
+    if result.control is not None:
+        rows.append(
+            row(
+                f"random-encoder control ({result.control_checkpoint}, point prompts, "
+                f"{result.control.seconds or 0:.0f} s training)",
+                result.control.scores,
+            )
+        )
     rows += [row(f"zero-shot SAM, {k}", v.scores) for k, v in result.zero_shot.items()]
-    rows += [row(f"fine-tuned SAM, {k}", v.scores) for k, v in result.finetuned.items()]
+    rows += [
+        row(f"fine-tuned SAM, {k} ({v.seconds or 0:.0f} s training)", v.scores)
+        for k, v in result.finetuned.items()
+    ]
     return ["## Comparison (paper Table 9)", "", markdown_table(["method", "F1", "IoU"], rows), ""]
 
 

@@ -183,6 +183,7 @@ class ReproduceMeta:
     seconds: float
     resolution: str = "low (256x256)"
     oracle_prompts: tuple[str, ...] = ("box", "both")
+    budget: str = "paper"
 
 
 @attrs.frozen
@@ -201,6 +202,9 @@ class ReproduceResult:
     figures: dict[str, str]
     meta: ReproduceMeta
     timing: Timing
+    #: The random-encoder control (point prompts, random-weights SAM), None when not run.
+    control: SummaryRow | None = None
+    control_checkpoint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` layout."""
@@ -214,6 +218,8 @@ class ReproduceResult:
             "unet": self.unet.to_dict(),
             "prior": self.prior.to_dict(),
         }
+        if self.control is not None:
+            data["control"] = {**self.control.to_dict(), "checkpoint": self.control_checkpoint}
         if self.early_stopping:
             data["early_stopping"] = {k: attrs.asdict(v) for k, v in self.early_stopping.items()}
         data["figures"] = dict(self.figures)
