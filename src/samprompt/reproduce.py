@@ -53,7 +53,8 @@ PROMPT_TYPES: dict[str, str] = {"box": "perturbed-box", "points": "mean-points",
 
 #: What each ``--budget`` changes in the paper's protocol (:class:`ReproduceSettings`'s
 #: defaults). ``converged`` stops every fine-tuning 5 epochs after its best validation loss
-#: (at most 40 epochs) and runs the lr x weight-decay grid for 10 epochs on fold 0; ``quick``
+#: (at most 40 epochs; the random-encoder control at most 30) and runs the lr x weight-decay grid
+#: for 10 epochs on fold 0; ``quick``
 #: is a smoke test on at most 24 images.
 BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -62,7 +63,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "patience": 5,
         "compare_patience": None,
         "grid_epochs": 10,
-        "control_epochs": 40,
+        "control_epochs": 30,
     },
     "quick": {
         "epochs": 2,
@@ -387,7 +388,12 @@ def _start(run: _Run) -> None:
     """Time the units of work, print the estimate, embed everything the run will need."""
     s = run.settings
     costs = probe_costs(
-        run.model, run.data, run.cache, batch_size=s.batch_size, control=run.control
+        run.model,
+        run.data,
+        run.cache,
+        batch_size=s.batch_size,
+        control=run.control,
+        test_data=run.test_data,
     )
     grid = tuple(f"lr{lr:g}_wd{wd:g}" for lr in s.lrs for wd in s.weight_decays)
     plan = _workload(run, grid).plan(costs)

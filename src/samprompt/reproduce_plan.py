@@ -159,12 +159,14 @@ def _time(fn: object) -> float:
     return time.perf_counter() - tick
 
 
-def _encode_seconds(model: LoadedSam, data: Dataset, cache: EmbeddingCache) -> float:
+def _encode_seconds(model: LoadedSam, cache: EmbeddingCache, *datasets: Dataset | None) -> float:
     """Seconds to encode one image (encoding, and caching, the first image not yet cached)."""
-    missing = cache.missing(model, data)
-    if not missing:
-        return 0.0
-    return _time(lambda: cache.embed(model, data.subset(missing[:1])))
+    for data in datasets:
+        missing = cache.missing(model, data) if data is not None else []
+        if data is not None and missing:
+            first = data.subset(missing[:1])
+            return _time(lambda: cache.embed(model, first))  # noqa: B023
+    return 0.0
 
 
 def probe_costs(
@@ -174,13 +176,14 @@ def probe_costs(
     *,
     batch_size: int = 8,
     control: LoadedSam | None = None,
+    test_data: Dataset | None = None,
 ) -> UnitCosts:
     """Time each unit of work on a few images of ``data`` (restoring the model afterwards).
 
     Embeds (and caches) the probe images: ``3 * batch_size`` of them, which the run needs anyway.
     """
-    encode_s = _encode_seconds(model, data, cache)
-    control_s = _encode_seconds(control, data, cache) if control is not None else 0.0
+    encode_s = _encode_seconds(model, cache, data, test_data)
+    control_s = _encode_seconds(control, cache, data) if control is not None else 0.0
     n = min(len(data), 3 * batch_size)
     train, val = data.subset(range(n - n // 3)), data.subset(range(n - n // 3, n))
     cache.embed(model, data.subset(range(n)))
