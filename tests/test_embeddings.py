@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from samprompt import EmbeddingCache, LoadedSam
+from samprompt import EmbeddingCache, LoadedSam, load_sam
 from samprompt.cli import main
 from samprompt.data import SampleList, make_phantoms, preprocess_image, write_folder_dataset
+from samprompt.errors import ConfigError
 from tests.conftest import count_encoder_calls
 
 
@@ -114,3 +115,22 @@ def test_sigkill_during_embed_leaves_no_broken_entry_and_rerun_finishes(
     assert match, rerun.out + rerun.err
     assert int(match.group(1)) == len(done) and int(match.group(2)) == 30 - len(done)
     assert len(_entries(cache_dir)) == 30
+
+
+@pytest.mark.parametrize("spec", ["random:tiny", "litemedsam"])
+def test_onnxruntime_backend_gives_the_torch_embeddings(tmp_path: Path, spec: str) -> None:
+    model = load_sam(spec)
+    data = make_phantoms(2, 96, seed=5)
+    torch_cache = EmbeddingCache(tmp_path / "torch", progress=False)
+    onnx_cache = EmbeddingCache(tmp_path / "onnx", progress=False, backend="onnxruntime")
+    expected = torch_cache.embed(model, data).load([0, 1]).float()
+    got = onnx_cache.embed(model, data).load([0, 1]).float()
+    assert onnx_cache.stats.encoder_calls == 2
+    # float16 entries: equal up to a step of float16 at the embeddings' magnitude
+    step = float(expected.abs().max()) * 2**-10
+    assert torch.allclose(got, expected, rtol=0, atol=step), float((got - expected).abs().max())
+    assert list((tmp_path / "onnx" / "onnx").glob("encoder-*.onnx"))  # exported once, kept
+    with pytest.raises(ConfigError, match="fp32 only"):
+        EmbeddingCache(tmp_path, backend="onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        EmbeddingCache(tmp_path, backend="tensorrt")

@@ -149,7 +149,18 @@ def _run_args(p: argparse.ArgumentParser, checkpoint_default: str | None = DEFAU
     p.add_argument(
         "--embed-batch-size", type=int, default=1, help="images per encoder call (default 1)"
     )
+    _encoder_backend_arg(p)
     _resolution_arg(p)
+
+
+def _encoder_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoder-backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what encodes images not cached yet: torch (default) or onnxruntime (CPU, fp32; "
+        "about 1.5x faster on a CPU, same embeddings within the cache's float16 step)",
+    )
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -323,6 +334,7 @@ def _add_reproduce(sub: _Subparsers, parents: Parents) -> None:
     )
     p.add_argument("--cache", default=None, help="embedding cache (default OUT/cache)")
     _precision_arg(p)
+    _encoder_backend_arg(p)
     p.set_defaults(handler="cmd_reproduce")
 
 

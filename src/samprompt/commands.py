@@ -124,6 +124,7 @@ def _cache(args: argparse.Namespace) -> EmbeddingCache:
         batch_size=args.embed_batch_size,
         precision=args.precision,
         progress=not args.quiet,
+        backend=args.encoder_backend,
     )
 
 
@@ -357,8 +358,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         **_budget_overrides(args),
     )
     cache = (
-        EmbeddingCache(args.cache, precision=args.precision, progress=not args.quiet)
-        if args.cache
+        EmbeddingCache(
+            args.cache or Path(args.out) / "cache",
+            precision=args.precision,
+            progress=not args.quiet,
+            backend=args.encoder_backend,
+        )
+        if args.cache or args.encoder_backend != "torch"
         else None
     )
     run_reproduce(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -27,6 +27,7 @@ from samprompt.frames import autocast
 from samprompt.hashing import array_sha256
 from samprompt.locations import default_cache_dir
 from samprompt.model import LoadedSam
+from samprompt.onnx_encoder import BACKENDS, OnnxEncoder
 
 __all__ = [
     "RESIDENT_LIMIT_BYTES",
@@ -111,6 +112,10 @@ class EmbeddingCache:
         ``bf16`` runs the encoder under bfloat16 autocast (about 2x faster on CPU).
     progress : bool
         Show a progress bar while encoding.
+    backend : {"torch", "onnxruntime"}
+        What runs the encoder. ``onnxruntime`` (CPU, fp32 only) exports the encoder once into
+        ``root/onnx`` and is about 1.5x faster on a CPU (:mod:`samprompt.onnx_encoder`); its
+        embeddings agree with torch's within the cache's float16 step.
 
     Examples
     --------
@@ -127,15 +132,21 @@ class EmbeddingCache:
         batch_size: int = 1,
         precision: str = "fp32",
         progress: bool = True,
+        backend: str = "torch",
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "onnxruntime" and precision != "fp32":
+            raise ConfigError("the onnxruntime encoder backend runs fp32 only")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.root = Path(root) if root is not None else default_cache_dir()
         self.batch_size = batch_size
         self.precision = precision
         self.progress = progress
+        self.backend = backend
         self.stats = CacheStats()
 
     def entry_path(self, model: LoadedSam, image: np.ndarray) -> Path:
@@ -232,13 +243,14 @@ class EmbeddingCache:
         original_device = sam.device
         sam.image_encoder.to(device)
         sam.to(device)
+        encoder = self._encoder(model, device)
         bar = tqdm(total=len(todo), desc="embedding images", unit="img", disable=not self.progress)
         try:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
                 batch = torch.cat([preprocess_image(sam, dataset[i].image)[0] for i in chunk])
                 with torch.inference_mode(), autocast(device, self.precision):
-                    out = sam.image_encoder(batch)
+                    out = encoder(batch)
                 self.stats.encoder_calls += len(chunk)
                 arrays = out.float().to("cpu").numpy().astype(np.float16)
                 if not np.isfinite(arrays).all():
@@ -252,6 +264,16 @@ class EmbeddingCache:
         finally:
             bar.close()
             sam.to(original_device)
+
+    def _encoder(
+        self, model: LoadedSam, device: str | torch.device
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.backend == "torch":
+            encoder: Callable[[torch.Tensor], torch.Tensor] = model.sam.image_encoder
+            return encoder
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"the onnxruntime encoder backend runs on the CPU, not {device}")
+        return OnnxEncoder(model, self.root / "onnx")
 
     @staticmethod
     def _write(path: Path, array: np.ndarray) -> None:

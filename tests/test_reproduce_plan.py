@@ -1,0 +1,121 @@
+"""Budgets of ``samprompt reproduce``, its cost model and its progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from samprompt import EmbeddingCache, load_sam
+from samprompt.cli import build_parser
+from samprompt.commands import _budget_overrides
+from samprompt.data import make_phantoms
+from samprompt.errors import ConfigError
+from samprompt.reproduce import BUDGETS, ReproduceSettings
+from samprompt.reproduce_plan import (
+    ProtocolProgress,
+    UnitCosts,
+    Workload,
+    format_duration,
+    probe_costs,
+)
+
+
+def _workload(**changes: object) -> Workload:
+    values: dict[str, object] = {
+        "n": 100,
+        "n_test": 40,
+        "missing": 10,
+        "missing_test": 40,
+        "folds": 5,
+        "epochs": 10,
+        "grid_epochs": 3,
+        "unet_epochs": 4,
+        "control_epochs": 6,
+        "zero_shot": ("box", "points"),
+        "grid": ("a", "b", "c"),
+        "finetune": ("box", "points", "both"),
+    }
+    values.update(changes)
+    return Workload(**values)  # type: ignore[arg-type]
+
+
+COSTS = UnitCosts(encode_s=2.0, train_s=0.5, eval_s=0.1, unet_s=0.05, control_encode_s=0.01)
+
+
+def test_plan_counts_every_unit_of_work_by_hand() -> None:
+    plan = _workload().plan(COSTS)
+    # 5 folds of 100: 60 train, 20 val, 20 test; a fit = epochs x (train + val) + val sweep + test
+    fit = lambda epochs: epochs * (60 * 0.5 + 20 * 0.1) + 40 * 0.1  # noqa: E731
+    expected = {
+        "embedding": 50 * 2.0 + 100 * 0.01,
+        "zero-shot": 2 * 5 * 40 * 0.1,
+        "grid": 3 * fit(3),
+        "fine-tuning": 3 * 5 * fit(10),
+        "U-Net": 5 * 4 * 80 * 0.05,
+        "control": 5 * fit(6),
+        # cross-dataset: 80 train, 20 val, all 40 test images
+        "cross-dataset": 3 * (10 * (80 * 0.5 + 20 * 0.1) + (20 + 40) * 0.1),
+    }
+    assert plan.by_phase() == pytest.approx(expected)
+    assert plan.total_s == pytest.approx(sum(expected.values()))
+    assert len({s.key for s in plan.steps}) == len(plan.steps)
+    assert "at most" in plan.line(capped=True) and "at most" not in plan.line(capped=False)
+
+
+def test_plan_without_control_or_second_dataset() -> None:
+    phases = _workload(control_epochs=None, n_test=0, missing_test=0).plan(COSTS).by_phase()
+    assert "control" not in phases and "cross-dataset" not in phases
+    assert phases["embedding"] == pytest.approx(10 * 2.0)
+
+
+def test_progress_eta_is_calibrated_on_steps_that_ran_not_on_resumed_ones() -> None:
+    plan = _workload().plan(COSTS)
+    progress = ProtocolProgress(plan, enabled=False)
+    first, second, *_ = plan.steps
+    assert progress.eta_s == pytest.approx(plan.total_s)
+    progress.done(first.key, 0.0)  # read back from an earlier invocation: no calibration
+    assert progress.eta_s == pytest.approx(plan.total_s - first.seconds)
+    progress.done(second.key, 2 * second.seconds)  # this machine is twice as slow as probed
+    left = plan.total_s - first.seconds - second.seconds
+    assert progress.eta_s == pytest.approx(2 * left)
+    progress.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(40, "40 s"), (600, "10 min"), (3900, "1 h 05 min"), (-3, "0 s")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_budgets_and_command_line_overrides(tmp_path: Path) -> None:
+    converged = ReproduceSettings.for_budget("converged", out=tmp_path)
+    assert (converged.patience, converged.epochs, converged.compare_patience) == (5, 40, None)
+    assert ReproduceSettings.for_budget("quick", out=tmp_path).quick
+    paper = ReproduceSettings(out=tmp_path)
+    assert (paper.epochs, paper.patience, paper.budget) == (100, None, "paper")
+    assert set(BUDGETS) == {"paper", "converged", "quick"}
+    with pytest.raises(ConfigError, match="unknown budget 'fast'"):
+        ReproduceSettings.for_budget("fast", out=tmp_path)
+    args = build_parser().parse_args(
+        ["reproduce", "--data", "d", "--out", "o", "--budget", "converged", "--epochs", "12",
+         "--compare-patience", "0", "--control", "none"]
+    )  # fmt: skip
+    overrides = _budget_overrides(args)
+    assert overrides == {"epochs": 12, "compare_patience": None, "control": None}
+    settings = ReproduceSettings.for_budget(args.budget, out=tmp_path, **overrides)
+    assert (settings.epochs, settings.patience, settings.control) == (12, 5, None)
+
+
+def test_probe_measures_positive_costs_and_leaves_the_decoder_alone(tmp_path: Path) -> None:
+    model = load_sam("random:tiny")
+    before = {k: v.clone() for k, v in model.sam.mask_decoder.state_dict().items()}
+    data = make_phantoms(9, 64, seed=1)
+    cache = EmbeddingCache(tmp_path, progress=False)
+    costs = probe_costs(model, data, cache, batch_size=2, test_data=make_phantoms(2, 64, seed=2))
+    assert costs.encode_s > 0 and costs.train_s > 0 and costs.eval_s > 0 and costs.unet_s > 0
+    after = model.sam.mask_decoder.state_dict()
+    assert all(bool((before[k] == after[k]).all()) for k in before)
+    # the first missing image was encoded and cached; the 6 probe images too
+    assert len(cache.missing(model, data)) == 9 - 6
