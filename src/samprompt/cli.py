@@ -411,6 +411,57 @@ def _add_cv(sub: _Subparsers, parents: Parents) -> None:
     p.set_defaults(handler="cmd_cv")
 
 
+def _size(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number or 'all', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a training size is at least 1, got {value}")
+    return value
+
+
+def _add_label_efficiency(sub: _Subparsers, parents: Parents) -> None:
+    p = sub.add_parser(
+        "label-efficiency",
+        parents=[parents[k] for k in ("quiet", "device", "seed", "overwrite")],
+        help="test F1 against the number of labelled training images (SAM decoder and U-Net)",
+        epilog=EPILOG,
+        description="Cross-validation where every fold trains on only N of its training images "
+        "(nested subsets: the 8 lie inside the 16 ...), for each N of --sizes, validated and "
+        "tested on its usual folds: the fine-tuned SAM decoder with --prompt and the U-Net on "
+        "the same images. Each size trains for as many image-steps as the full split does "
+        "(--epochs x full / N epochs, at most --max-epochs). Writes OUT/table.md, "
+        "OUT/results.json and OUT/label_efficiency.png; resumable.",
+    )
+    _data_args(p)
+    _run_args(p)
+    _train_args(p)
+    p.add_argument(
+        "--sizes",
+        type=_size,
+        nargs="+",
+        default=[8, 16, 32, 64, None],
+        metavar="N",
+        help="training images per fold: numbers, and 'all' for the full split (default 8 16 32 "
+        "64 all)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument(
+        "--max-epochs", type=int, default=100, help="epoch cap of the small sizes (default 100)"
+    )
+    p.add_argument(
+        "--unet-epochs", type=int, default=30, help="U-Net epochs on the full split (default 30)"
+    )
+    p.add_argument("--no-unet", action="store_true", help="the SAM decoder only")
+    p.add_argument("--out", required=True, help="output folder (resumable)")
+    p.set_defaults(handler="cmd_label_efficiency")
+
+
 def _add_evaluate(sub: _Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -507,6 +558,7 @@ _COMMANDS = (
     _add_embed,
     _add_finetune,
     _add_cv,
+    _add_label_efficiency,
     _add_evaluate,
     _add_predict,
     _add_export,

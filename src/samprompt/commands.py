@@ -32,6 +32,7 @@ from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import SampromptError
 from samprompt.evaluate import EvalResult
 from samprompt.interop import export_sam_checkpoint
+from samprompt.label_efficiency import label_efficiency
 from samprompt.model import load_sam
 from samprompt.onnx_export import export_onnx
 from samprompt.plugins import family_table, get_strategy, strategy_table
@@ -248,6 +249,27 @@ def cmd_cv(args: argparse.Namespace) -> int:
         f"over {args.folds} folds (mean-mask prior F1 {s['prior_f1_mean']:.4f}); "
         f"report in {args.out}"
     )
+    return 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    check_device(args.device)
+    data = _load_dataset(args)
+    strategy = _strategy(args)
+    model = load_sam(args.checkpoint, seed=args.seed)
+    unet = (
+        None
+        if args.no_unet
+        else UNetConfig(epochs=args.unet_epochs, seed=args.seed, device=args.device)
+    )
+    rows = label_efficiency(
+        data, model, strategy, _config(args), args.sizes, args.out, unet=unet, k=args.folds,
+        seed=args.seed, max_epochs=args.max_epochs, cache=_cache(args), progress=not args.quiet,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    for row in rows:
+        print(f"{row.method}, {row.images} images: F1 {row.f1[0]:.4f} ± {row.f1[1]:.4f}")
+    print(f"table: {Path(args.out) / 'table.md'}; plot: {Path(args.out) / 'label_efficiency.png'}")
     return 0
 
 

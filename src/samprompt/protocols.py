@@ -17,7 +17,7 @@ import attrs
 from samprompt.baselines import UNetConfig, train_unet
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
-from samprompt.data.splits import cv_splits, train_val_test_split
+from samprompt.data.splits import cv_splits, nested_subset, train_val_test_split
 from samprompt.early_stopping import EarlyStopOutcome
 from samprompt.embeddings import EmbeddingCache
 from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_result_from_dict
@@ -286,14 +286,19 @@ def run_folds(
     identity: Mapping[str, Any],
     overwrite: bool = False,
     on_fold: Callable[[int], None] | None = None,
+    train_size: int | None = None,
 ) -> ProtocolResult:
     """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net).
 
     ``identity`` describes the run (model, strategy, config; see :mod:`samprompt.run_identity`):
     ``out_dir`` and each fold folder are reused only by a run that describes itself the same way
     (``overwrite=True`` empties ``out_dir`` first). ``on_fold(i)`` is called after fold ``i``
-    finished (or was read back)."""
+    finished (or was read back). ``train_size`` trains each fold on that many of its training
+    images (:func:`~samprompt.data.nested_subset`, seeded by ``seed`` and the fold), validation
+    and test folds unchanged."""
     identity = {"protocol": name, **identity}
+    if train_size is not None:
+        identity["train_size"] = train_size
     folder = None
     if out_dir is not None:
         root_identity = {
@@ -310,10 +315,13 @@ def run_folds(
             if folds is not None and i not in folds:
                 continue
             fold_dir = folder.path(f"fold_{i}") if folder is not None else None
+            train = split.train
+            if train_size is not None:
+                train = train[nested_subset(len(train), min(train_size, len(train)), seed + i)]
             results.append(
                 _run_fold(
                     i,
-                    dataset.subset(split.train),
+                    dataset.subset(train),
                     dataset.subset(split.val),
                     dataset.subset(split.test),
                     fit,
@@ -355,6 +363,7 @@ def cross_validate(
     overwrite: bool = False,
     resolution: str = "low",
     on_fold: Callable[[int], None] | None = None,
+    train_size: int | None = None,
 ) -> ProtocolResult:
     """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
     validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
@@ -363,7 +372,8 @@ def cross_validate(
     ``resolution``; a fine-tuned run is scored at ``config.eval_resolution``. Each fold starts
     from the model's decoder weights as they are when this is called. With ``out_dir``, finished
     folds of the same run are reused and an interrupted one resumes; a folder holding another run
-    is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`).
+    is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`). ``on_fold`` and
+    ``train_size``: see :func:`run_folds`.
     """
     data = as_dataset(dataset)
     if config is not None and config.lr is None:
@@ -392,6 +402,7 @@ def cross_validate(
             identity=_sam_identity(model, strategy, config),
             overwrite=overwrite,
             on_fold=on_fold,
+            train_size=train_size,
         )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)
@@ -465,6 +476,7 @@ def unet_cross_validate(
     progress: bool = True,
     overwrite: bool = False,
     on_fold: Callable[[int], None] | None = None,
+    train_size: int | None = None,
 ) -> ProtocolResult:
     """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
     :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
@@ -489,4 +501,5 @@ def unet_cross_validate(
         identity={"model": {"name": "MONAI UNet"}, "config": attrs.asdict(unet_config)},
         overwrite=overwrite,
         on_fold=on_fold,
+        train_size=train_size,
     )

@@ -19,6 +19,7 @@ __all__ = [
     "format_pm",
     "markdown_table",
     "plot_comparison",
+    "plot_label_efficiency",
     "plot_learning_curve",
     "plot_learning_curves",
     "plot_overlays",
@@ -190,6 +191,27 @@ def plot_learning_curves(
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation F1")
     ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_label_efficiency(
+    lines: Mapping[str, Sequence[tuple[int, float, float]]], path: str | Path, title: str
+) -> Path:
+    """Test F1 (mean ± std over folds) against the number of training images, one line per
+    method; ``lines[name]`` holds ``(images, mean, std)`` points."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for label, points in lines.items():
+        sizes, means, stds = zip(*points, strict=True)
+        ax.errorbar(sizes, means, yerr=stds, marker="o", ms=4, capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    all_sizes = sorted({p[0] for points in lines.values() for p in points})
+    ax.set_xticks(all_sizes, [str(s) for s in all_sizes])
+    ax.set_xlabel("training images (validation and test folds unchanged)")
+    ax.set_ylabel("test F1, mean ± std over folds")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title)

@@ -12,7 +12,13 @@ from samprompt.data.readers import (
     read_mask,
 )
 from samprompt.data.sample import Dataset, Sample, SampleList, Subset, as_dataset
-from samprompt.data.splits import Split, cv_splits, kfold_indices, train_val_test_split
+from samprompt.data.splits import (
+    Split,
+    cv_splits,
+    kfold_indices,
+    nested_subset,
+    train_val_test_split,
+)
 from samprompt.data.writer import write_folder_dataset
 
 __all__ = [
@@ -29,6 +35,7 @@ __all__ = [
     "as_dataset",
     "cv_splits",
     "kfold_indices",
+    "nested_subset",
     "low_res_target",
     "make_phantoms",
     "preprocess_image",

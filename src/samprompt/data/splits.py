@@ -7,7 +7,7 @@ import numpy as np
 
 from samprompt.errors import ConfigError
 
-__all__ = ["Split", "cv_splits", "kfold_indices", "train_val_test_split"]
+__all__ = ["Split", "cv_splits", "kfold_indices", "nested_subset", "train_val_test_split"]
 
 
 @attrs.frozen(eq=False)
@@ -98,3 +98,15 @@ def cv_splits(n: int, k: int = 5, seed: int = 0, groups: list[str] | None = None
         )
         splits.append(Split(train, val, test))
     return splits
+
+
+def nested_subset(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of ``size`` of ``n`` items: the first ``size`` of one seeded permutation,
+    so that for one seed every smaller subset lies inside every larger one (8 in 16 in 32 ...).
+
+    >>> bool(set(nested_subset(20, 4)) <= set(nested_subset(20, 8)))
+    True
+    """
+    if not 1 <= size <= n:
+        raise ConfigError(f"a subset of {n} items holds 1 to {n} of them, not {size}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])

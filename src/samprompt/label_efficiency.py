@@ -1,0 +1,147 @@
+"""How many labelled images does a user need? Test F1 against the number of training images.
+
+For each size (e.g. 8, 16, 32, 64 and all), every cross-validation fold trains on that many of
+its training images (nested: the 8 lie inside the 16, and so on; :func:`~samprompt.data.nested_subset`)
+and is validated and tested on its usual folds, for the fine-tuned SAM decoder and the U-Net on
+the same subsets. Each size trains for the same number of image-steps as the full training
+split (``epochs x full size / size`` epochs, at most ``max_epochs``), so a smaller set is not
+also a shorter training. Every (method, size) is a resumable sub-run of ``out``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from samprompt.atomic import write_json_atomic, write_text_atomic
+from samprompt.baselines import UNetConfig
+from samprompt.config import FinetuneConfig
+from samprompt.data.sample import Dataset
+from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import ConfigError
+from samprompt.metrics import summarize
+from samprompt.model import LoadedSam
+from samprompt.prompts.strategy import PromptStrategy
+from samprompt.protocols import ProtocolResult, cross_validate, unet_cross_validate
+from samprompt.report import format_pm, markdown_table, plot_label_efficiency
+
+__all__ = ["LabelEfficiencyRow", "label_efficiency", "scaled_epochs"]
+
+
+@attrs.frozen
+class LabelEfficiencyRow:
+    """One method at one training size, over the folds."""
+
+    method: str
+    images: int
+    epochs: int
+    f1: tuple[float, float]
+    iou: tuple[float, float]
+
+    @classmethod
+    def of(
+        cls, method: str, images: int, epochs: int, result: ProtocolResult
+    ) -> LabelEfficiencyRow:
+        """The row of a finished protocol."""
+        f1 = summarize([f.test.f1_mean for f in result.folds])
+        iou = summarize([f.test.iou_mean for f in result.folds])
+        return cls(method, images, epochs, f1, iou)
+
+
+def scaled_epochs(epochs: int, full: int, size: int, max_epochs: int) -> int:
+    """Epochs that give ``size`` images the image-steps ``epochs`` give ``full`` images.
+
+    >>> scaled_epochs(8, 80, 16, 100), scaled_epochs(8, 80, 80, 100), scaled_epochs(8, 80, 2, 100)
+    (40, 8, 100)
+    """
+    return max(epochs, min(max_epochs, math.ceil(epochs * full / size)))
+
+
+def _sizes(requested: Sequence[int | None], full: int) -> list[int]:
+    sizes = sorted({full if s is None else s for s in requested})
+    if sizes[0] < 1:
+        raise ConfigError(f"training sizes must be >= 1, got {sizes[0]}")
+    if sizes[-1] > full:
+        raise ConfigError(f"a fold trains on {full} images at most; size {sizes[-1]} is larger")
+    return sizes
+
+
+def label_efficiency(
+    data: Dataset,
+    model: LoadedSam,
+    strategy: PromptStrategy,
+    config: FinetuneConfig,
+    sizes: Sequence[int | None],
+    out: str | Path,
+    *,
+    unet: UNetConfig | None = None,
+    k: int = 5,
+    seed: int = 0,
+    max_epochs: int = 100,
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> list[LabelEfficiencyRow]:
+    """Both methods at every size (None: the full training split); writes ``out/table.md``,
+    ``out/results.json`` and ``out/label_efficiency.png``. ``unet=None`` skips the U-Net;
+    ``overwrite`` redoes sub-runs that hold other settings (else they are refused)."""
+    root = Path(out)
+    full = len(data) - 2 * (len(data) // k)
+    rows = []
+    for size in _sizes(sizes, full):
+        epochs = scaled_epochs(config.epochs, full, size, max_epochs)
+        sam_run = cross_validate(
+            data, model, strategy, config.replace(epochs=epochs), k=k, seed=seed, cache=cache,
+            out_dir=root / f"sam_{size}", progress=progress, train_size=size, overwrite=overwrite,
+        )  # fmt: skip
+        rows.append(LabelEfficiencyRow.of(f"SAM decoder, {strategy.name}", size, epochs, sam_run))
+        if unet is not None:
+            unet_epochs = scaled_epochs(unet.epochs, full, size, max_epochs)
+            unet_run = unet_cross_validate(
+                data, attrs.evolve(unet, epochs=unet_epochs), k=k, seed=seed,
+                out_dir=root / f"unet_{size}", progress=progress, train_size=size, overwrite=overwrite,
+            )  # fmt: skip
+            rows.append(LabelEfficiencyRow.of("U-Net", size, unet_epochs, unet_run))
+    _write(root, rows, full)
+    return rows
+
+
+def _write(root: Path, rows: list[LabelEfficiencyRow], full: int) -> None:
+    methods = list(dict.fromkeys(r.method for r in rows))
+    sizes = sorted({r.images for r in rows})
+    cell = {(r.method, r.images): r for r in rows}
+    table = [
+        [
+            str(size) + (" (all)" if size == full else ""),
+            *[_cell(cell.get((m, size))) for m in methods],
+        ]
+        for size in sizes
+    ]
+    text = markdown_table(["training images", *methods], table)
+    write_text_atomic(root / "table.md", text + "\n")
+    write_json_atomic(root / "results.json", [_row_dict(r) for r in rows])
+    plot_label_efficiency(
+        {m: [(r.images, *r.f1) for r in rows if r.method == m] for m in methods},
+        root / "label_efficiency.png",
+        "Test F1 against the number of labelled training images",
+    )
+
+
+def _cell(row: LabelEfficiencyRow | None) -> str:
+    return "—" if row is None else f"{format_pm(*row.f1)} ({row.epochs} ep.)"
+
+
+def _row_dict(row: LabelEfficiencyRow) -> dict[str, Any]:
+    return {
+        "method": row.method,
+        "images": row.images,
+        "epochs": row.epochs,
+        "f1_mean": row.f1[0],
+        "f1_std": row.f1[1],
+        "iou_mean": row.iou[0],
+        "iou_std": row.iou[1],
+    }

@@ -1,0 +1,85 @@
+"""``samprompt label-efficiency``: nested training subsets on fixed folds, both methods alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samprompt import EmbeddingCache, FinetuneConfig, LoadedSam, get_strategy
+from samprompt.baselines import UNetConfig
+from samprompt.cli import main
+from samprompt.data import make_phantoms, nested_subset, write_folder_dataset
+from samprompt.errors import ConfigError
+from samprompt.label_efficiency import label_efficiency, scaled_epochs
+
+
+def _folds(run: Path) -> dict[int, dict]:
+    return {
+        int(p.parent.name.split("_")[1]): json.loads(p.read_text())
+        for p in run.glob("fold_*/metrics.json")
+    }
+
+
+@pytest.mark.slow
+def test_subsets_are_nested_fixed_folds_and_shared_by_both_methods(
+    tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
+) -> None:
+    data = make_phantoms(15, 48, seed=2)
+    config = FinetuneConfig(epochs=1, batch_size=4, lr=1e-3, thresholds=(0.5,))
+    rows = label_efficiency(
+        data, tiny, get_strategy("mean-points"), config, [2, 4, None], tmp_path,
+        unet=UNetConfig(epochs=1, batch_size=4), k=3, cache=cache, progress=False,
+    )  # fmt: skip
+    full = 15 - 2 * 5
+    assert [(r.method.split(",")[0], r.images) for r in rows] == [
+        (m, n) for n in (2, 4, full) for m in ("SAM decoder", "U-Net")
+    ]
+    assert [r.epochs for r in rows] == [3, 3, 2, 2, 1, 1]  # same image-steps as 1 epoch of 5
+    runs = {(m, n): _folds(tmp_path / f"{m}_{n}") for m in ("sam", "unet") for n in (2, 4, full)}
+    for fold in range(3):
+        train = {n: runs[("sam", n)][fold]["train_ids"] for n in (2, 4, full)}
+        assert [len(train[n]) for n in (2, 4, full)] == [2, 4, full]
+        assert set(train[2]) <= set(train[4]) <= set(train[full])
+        for n in (2, 4, full):
+            sam, unet = runs[("sam", n)][fold], runs[("unet", n)][fold]
+            assert unet["train_ids"] == sam["train_ids"]
+            assert sam["val_ids"] == runs[("sam", full)][fold]["val_ids"]
+            assert {r["id"] for r in sam["per_image"]} == {
+                r["id"] for r in runs[("sam", full)][fold]["per_image"]
+            }
+    for row in rows:
+        prefix = "sam" if row.method.startswith("SAM") else "unet"
+        folds = runs[(prefix, row.images)].values()
+        means = [np.mean([r["f1"] for r in f["per_image"]]) for f in folds]
+        assert row.f1[0] == pytest.approx(np.mean(means))
+        assert row.f1[1] == pytest.approx(np.std(means))  # over folds, population std
+    table = (tmp_path / "table.md").read_text()
+    assert f"| {full} (all) |" in table and "| 2 |" in table
+    assert (tmp_path / "label_efficiency.png").stat().st_size > 10_000
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 6
+
+
+def test_nested_subset_and_epoch_scaling() -> None:
+    small, large = nested_subset(30, 5, seed=3), nested_subset(30, 12, seed=3)
+    assert set(small) <= set(large) and len(set(large)) == 12
+    assert not np.array_equal(nested_subset(30, 12, seed=4), large)
+    with pytest.raises(ConfigError, match="1 to 30"):
+        nested_subset(30, 31)
+    assert scaled_epochs(10, 100, 25, 1000) == 40
+    assert scaled_epochs(10, 100, 1, 50) == 50
+    assert scaled_epochs(10, 100, 100, 50) == 10
+
+
+def test_cli_refuses_a_size_above_the_training_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_folder_dataset(make_phantoms(10, 64, seed=1), tmp_path / "data")
+    argv = ["label-efficiency", "--data", str(data), "--checkpoint", "random:tiny", "-q",
+            "--sizes", "4", "50", "--folds", "5", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "6 images at most; size 50" in err[0]
+    assert not (tmp_path / "out").exists()
