@@ -9,13 +9,17 @@ them in, so cache entries are shared between the two backends.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+
+try:  # optional: pip install 'samprompt[onnx]'
+    import onnxruntime as _ort
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _ort = None
 
 from samprompt.atomic import write_atomic
 from samprompt.errors import ConfigError
@@ -28,12 +32,12 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def _onnxruntime() -> ModuleType:
-    try:
-        return importlib.import_module("onnxruntime")
-    except ImportError:
+    if _ort is None:
         raise ConfigError(
             "the onnxruntime encoder backend needs onnxruntime: pip install 'samprompt[onnx]'"
-        ) from None
+        )
+    module: ModuleType = _ort
+    return module
 
 
 class OnnxEncoder:

@@ -17,7 +17,7 @@ import attrs
 from samprompt.baselines import UNetConfig, train_unet
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, as_dataset
-from samprompt.data.splits import cv_splits, nested_subset, train_val_test_split
+from samprompt.data.splits import Split, cv_splits, nested_subset, train_val_test_split
 from samprompt.early_stopping import EarlyStopOutcome
 from samprompt.embeddings import EmbeddingCache
 from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_result_from_dict
@@ -301,13 +301,8 @@ def run_folds(
         identity["train_size"] = train_size
     folder = None
     if out_dir is not None:
-        root_identity = {
-            **identity,
-            "k": k,
-            "seed": seed,
-            "resolution": resolution,
-            "data": dataset.fingerprint(),
-        }
+        root_identity = {**identity, "k": k, "seed": seed, "resolution": resolution}
+        root_identity["data"] = dataset.fingerprint()
         folder = RunFolder.claim(out_dir, root_identity, overwrite=overwrite)
     with released_on_error(folder):
         results = []
@@ -315,27 +310,24 @@ def run_folds(
             if folds is not None and i not in folds:
                 continue
             fold_dir = folder.path(f"fold_{i}") if folder is not None else None
-            train = split.train
-            if train_size is not None:
-                train = train[nested_subset(len(train), min(train_size, len(train)), seed + i)]
-            results.append(
-                _run_fold(
-                    i,
-                    dataset.subset(train),
-                    dataset.subset(split.val),
-                    dataset.subset(split.test),
-                    fit,
-                    fold_dir,
-                    resolution,
-                    identity,
-                )
-            )
+            train, val, test = _fold_parts(dataset, split, train_size, seed + i)
+            results.append(_run_fold(i, train, val, test, fit, fold_dir, resolution, identity))
             if on_fold is not None:
                 on_fold(i)
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta}, folder)
     if folder is not None:
         folder.write_json("metrics.json", result.to_dict())
     return result
+
+
+def _fold_parts(
+    dataset: Dataset, split: Split, train_size: int | None, seed: int
+) -> tuple[Dataset, Dataset, Dataset]:
+    """A fold's train, validation and test sets; only ``train_size`` of the training images."""
+    train = split.train
+    if train_size is not None:
+        train = train[nested_subset(len(train), min(train_size, len(train)), seed)]
+    return dataset.subset(train), dataset.subset(split.val), dataset.subset(split.test)
 
 
 def _sam_identity(
