@@ -143,6 +143,8 @@ def test_reproduce_quick_is_resumable_and_consistent(
     fixed = sum(r["training_s_fixed"] for r in results["early_stopping"].values())
     early = sum(r["training_s_early"] for r in results["early_stopping"].values())
     assert "early stopping (patience 1 on val_loss) would have changed test F1 by " in printed
+    assert printed.startswith("estimated wall time on this machine: ")  # before any sub-run
+    assert "fine-tuning" in printed.splitlines()[0] and "control" in printed.splitlines()[0]
     assert f"taken {early / fixed:.0%} of the fixed epochs' training time" in printed
     # The run embeds every image it needs (both datasets, the control's too) before its first
     # sub-run, so the rerun read them all from the first run's cache.
