@@ -35,7 +35,8 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prompt", ["mean-points", "learned"])
+def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path, prompt: str) -> None:
     data = write_folder_dataset(make_phantoms(12, 64, seed=21), tmp_path / "data")
     cache = tmp_path / "cache"
     # 12 images -> 8 train (two global batches of 5 and 3, split 3/2 and 2/1 between ranks).
@@ -54,6 +55,8 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
         "5",
         "--lr",
         "1e-3",
+        "--prompt",
+        prompt,
         "-q",
     ]
     multi = subprocess.run(
@@ -68,8 +71,17 @@ def test_two_process_gloo_finetune_matches_single_process(tmp_path: Path) -> Non
         load_file(tmp_path / "one" / "decoder.safetensors"),
         load_file(tmp_path / "ddp" / "decoder.safetensors"),
     )
+    # Adam turns float-order differences of near-zero gradients into steps of up to ~lr * 0.1;
+    # the learned prompt's extra parameters make more of them (unsynchronised ranks differ by
+    # whole steps, ~1e-3 here)
+    atol = 1e-5 if prompt == "mean-points" else 3e-4
     for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=atol, msg=name)
+    if prompt == "learned":  # the prompt's tokens trained in both, and agree
+        one, ddp = (load_file(tmp_path / d / "prompt.safetensors") for d in ("one", "ddp"))
+        assert set(one) == set(ddp) and one
+        for name in one:
+            torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     history_a = json.loads((tmp_path / "one" / "history.json").read_text())
     history_b = json.loads((tmp_path / "ddp" / "history.json").read_text())
     for ra, rb in zip(history_a, history_b, strict=True):

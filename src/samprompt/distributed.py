@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from samprompt.decoder import decode_low_res
 from samprompt.prompts.prompt import Prompt
+from samprompt.prompts.tokens import PromptTokens
 
 __all__ = [
     "DecoderModule",
@@ -84,26 +85,37 @@ def all_gather(value: Any) -> list[Any]:
 
 class DecoderModule(nn.Module):
     """SAM's prompt encoder + mask decoder as one module, so ``DistributedDataParallel`` can wrap
-    it. Only the mask decoder is registered (the frozen parts are not synchronised)."""
+    it. Only the mask decoder and a learned prompt's ``tokens`` are registered (the frozen parts
+    are not synchronised)."""
 
-    def __init__(self, sam: nn.Module, multimask_output: bool = False) -> None:
+    def __init__(
+        self, sam: nn.Module, multimask_output: bool = False, tokens: PromptTokens | None = None
+    ) -> None:
         super().__init__()
         self.mask_decoder = sam.mask_decoder
+        self.tokens = tokens
         self._sam = [sam]  # a list keeps the frozen model out of the module tree
         self.multimask_output = multimask_output
 
     def forward(self, embeddings: torch.Tensor, prompts: list[Prompt]) -> torch.Tensor:
         return decode_low_res(
-            self._sam[0], embeddings, prompts, multimask_output=self.multimask_output
+            self._sam[0],
+            embeddings,
+            prompts,
+            multimask_output=self.multimask_output,
+            tokens=self.tokens,
         )
 
 
-def wrap_decoder(sam: nn.Module, multimask_output: bool, device: str) -> nn.Module | None:
-    """SAM's decoder in ``DistributedDataParallel`` under torchrun; None in a single process."""
+def wrap_decoder(
+    sam: nn.Module, multimask_output: bool, device: str, tokens: PromptTokens | None = None
+) -> nn.Module | None:
+    """SAM's decoder (and a learned prompt's tokens) in ``DistributedDataParallel`` under
+    torchrun; None in a single process."""
     if world_size() <= 1:
         return None
     return DistributedDataParallel(
-        DecoderModule(sam, multimask_output),
+        DecoderModule(sam, multimask_output, tokens),
         find_unused_parameters=True,
         device_ids=[torch.device(device).index or 0] if device.startswith("cuda") else None,
     )

@@ -226,12 +226,12 @@ class Finetuner:
         tokens: PromptTokens | None,
     ) -> SamStep:
         cfg = self.config
-        ddp = distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device)
-        if ddp is not None and (tokens is not None or refine_passes(self.strategy)):
+        if distributed.world_size() > 1 and refine_passes(self.strategy):
             raise ConfigError(
-                f"prompt strategy {self.strategy.name!r} learns or refines its prompt, which "
-                "trains in one process only; run without torchrun"
+                f"prompt strategy {self.strategy.name!r} refines its prompt over passes, which "
+                "train in one process only; run without torchrun"
             )
+        ddp = distributed.wrap_decoder(self.model.sam, cfg.multimask_output, cfg.device, tokens)
         return SamStep(
             self.model, self.strategy, cfg, train, val, state.optimizer, loss_function(cfg), ddp,
             tokens,
