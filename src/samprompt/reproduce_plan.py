@@ -218,7 +218,7 @@ class ProtocolProgress:
             total=max(1, round(plan.total_s)),
             desc="reproduce",
             unit="s",
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| elapsed {elapsed} {postfix}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| elapsed {elapsed}{postfix}",
             disable=not enabled,
         )
 
