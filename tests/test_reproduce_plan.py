@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from samprompt import EmbeddingCache, load_sam
-from samprompt.cli import build_parser
+from samprompt.cli import build_parser, main
 from samprompt.commands import _budget_overrides
-from samprompt.data import make_phantoms
+from samprompt.data import make_phantoms, write_folder_dataset
 from samprompt.errors import ConfigError
 from samprompt.reproduce import BUDGETS, ReproduceSettings
 from samprompt.reproduce_plan import (
@@ -119,3 +119,32 @@ def test_probe_measures_positive_costs_and_leaves_the_decoder_alone(tmp_path: Pa
     assert all(bool((before[k] == after[k]).all()) for k in before)
     # the first missing image was encoded and cached; the 6 probe images too
     assert len(cache.missing(model, data)) == 9 - 6
+
+
+def test_estimate_prints_the_cost_and_leaves_out_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_folder_dataset(make_phantoms(12, 64, seed=4), tmp_path / "data")
+    out = tmp_path / "run"
+    argv = [
+        "reproduce",
+        "--data",
+        str(data),
+        "--checkpoint",
+        "random:tiny",
+        "--budget",
+        "converged",
+        "--estimate",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "-q",
+    ]
+    assert main(argv) == 0  # fmt: skip
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("estimated wall time on this machine: at most ")
+    for phase in ("embedding", "zero-shot", "grid", "fine-tuning", "U-Net", "control"):
+        assert phase in line
+    assert "cross-dataset" not in line  # no --test-data
+    assert not out.exists()

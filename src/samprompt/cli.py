@@ -277,6 +277,12 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
         "2 epochs (default paper). The options below override the budget's values",
     )
     p.add_argument("--quick", action="store_true", help="same as --budget quick")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the estimated wall time per phase on this machine and stop (times one unit "
+        "of each kind of work on a few images; writes nothing to --out)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (paper: 100)")
     p.add_argument("--folds", type=int, default=None, help="cross-validation folds (paper: 5)")
     p.add_argument("--unet-epochs", type=int, default=None, help="U-Net epochs (paper: 30)")

@@ -33,11 +33,12 @@ from samprompt.errors import SampromptError
 from samprompt.evaluate import EvalResult
 from samprompt.interop import export_sam_checkpoint
 from samprompt.label_efficiency import label_efficiency
+from samprompt.locations import default_cache_dir
 from samprompt.model import load_sam
 from samprompt.onnx_export import export_onnx
 from samprompt.plugins import family_table, get_strategy, strategy_table
 from samprompt.prompts.strategy import PromptStrategy
-from samprompt.reproduce import ReproduceSettings, run_reproduce
+from samprompt.reproduce import ReproduceSettings, estimate_reproduce, run_reproduce
 from samprompt.saved import read_model_json
 from samprompt.workflows import (
     cross_validate_and_report,
@@ -363,6 +364,19 @@ def _budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def _reproduce_cache(args: argparse.Namespace) -> EmbeddingCache | None:
+    """``--cache`` (or OUT/cache when the encoder backend is not the default); None: the run
+    makes OUT/cache itself."""
+    if not args.cache and args.encoder_backend == "torch":
+        return None
+    return EmbeddingCache(
+        args.cache or Path(args.out) / "cache",
+        precision=args.precision,
+        progress=not args.quiet,
+        backend=args.encoder_backend,
+    )
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     check_device(args.device)
     data = _load_dataset(args)
@@ -379,16 +393,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         test_data_path=Path(args.test_data) if args.test_data else None,
         **_budget_overrides(args),
     )
-    cache = (
-        EmbeddingCache(
-            args.cache or Path(args.out) / "cache",
-            precision=args.precision,
-            progress=not args.quiet,
-            backend=args.encoder_backend,
+    if args.estimate:  # the probe's few embeddings go to --cache or the user cache, not --out
+        probe_cache = EmbeddingCache(
+            args.cache or default_cache_dir(), progress=False, backend=args.encoder_backend
         )
-        if args.cache or args.encoder_backend != "torch"
-        else None
-    )
+        plan = estimate_reproduce(data, model, settings, test_data=test_data, cache=probe_cache)
+        print(plan.line(capped=settings.patience is not None))
+        return 0
+    cache = _reproduce_cache(args)
     run_reproduce(
         data,
         model,

@@ -31,7 +31,7 @@ from samprompt.model import LoadedSam, load_sam
 from samprompt.plugins import get_strategy
 from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
 from samprompt.report import plot_learning_curve, plot_overlays
-from samprompt.reproduce_plan import ProtocolProgress, Workload, probe_costs
+from samprompt.reproduce_plan import Plan, ProtocolProgress, Workload, probe_costs
 from samprompt.reproduce_report import early_stop_line, render_report
 from samprompt.reproduce_result import (
     EarlyStopRow,
@@ -45,7 +45,14 @@ from samprompt.reproduce_result import (
 from samprompt.run_identity import describe_model
 from samprompt.runs import RunFolder
 
-__all__ = ["BUDGETS", "PROMPT_TYPES", "ReproduceSettings", "budget_settings", "run_reproduce"]
+__all__ = [
+    "BUDGETS",
+    "PROMPT_TYPES",
+    "ReproduceSettings",
+    "budget_settings",
+    "estimate_reproduce",
+    "run_reproduce",
+]
 
 #: The paper's prompt types and the strategies that implement them.
 PROMPT_TYPES: dict[str, str] = {"box": "perturbed-box", "points": "mean-points", "both": "combined"}
@@ -366,37 +373,53 @@ def _control_model(s: ReproduceSettings) -> LoadedSam | None:
         return load_sam(s.control, seed=s.seed)
 
 
-def _workload(run: _Run, grid_labels: tuple[str, ...]) -> Workload:
-    s, test = run.settings, run.test_data
-    return Workload(
-        n=len(run.data),
-        n_test=len(test) if test is not None else 0,
-        missing=len(run.cache.missing(run.model, run.data)),
-        missing_test=len(run.cache.missing(run.model, test)) if test is not None else 0,
+def _plan(
+    data: Dataset,
+    test_data: Dataset | None,
+    model: LoadedSam,
+    control: LoadedSam | None,
+    cache: EmbeddingCache,
+    s: ReproduceSettings,
+) -> Plan:
+    """Time one unit of each kind of work here, then cost every step of the protocol."""
+    costs = probe_costs(
+        model, data, cache, batch_size=s.batch_size, control=control, test_data=test_data
+    )
+    workload = Workload(
+        n=len(data),
+        n_test=len(test_data) if test_data is not None else 0,
+        missing=len(cache.missing(model, data)),
+        missing_test=len(cache.missing(model, test_data)) if test_data is not None else 0,
         folds=s.folds,
         epochs=s.epochs,
         grid_epochs=s.grid_epochs or s.epochs,
         unet_epochs=s.unet_epochs,
-        control_epochs=s.control_epochs if run.control is not None else None,
+        control_epochs=s.control_epochs if control is not None else None,
         zero_shot=tuple(PROMPT_TYPES),
-        grid=grid_labels,
+        grid=tuple(f"lr{lr:g}_wd{wd:g}" for lr in s.lrs for wd in s.weight_decays),
         finetune=tuple(PROMPT_TYPES),
     )
+    return workload.plan(costs)
+
+
+def estimate_reproduce(
+    data: Dataset,
+    model: LoadedSam,
+    settings: ReproduceSettings,
+    *,
+    test_data: Dataset | None = None,
+    cache: EmbeddingCache,
+) -> Plan:
+    """What :func:`run_reproduce` would cost here, without running it or touching
+    ``settings.out`` (the probe embeds a few images into ``cache``)."""
+    data, test_data = _quick_subsets(data, test_data, settings)
+    return _plan(data, test_data, model, _control_model(settings), cache, settings)
 
 
 def _start(run: _Run) -> None:
     """Time the units of work, print the estimate, embed everything the run will need."""
     s = run.settings
-    costs = probe_costs(
-        run.model,
-        run.data,
-        run.cache,
-        batch_size=s.batch_size,
-        control=run.control,
-        test_data=run.test_data,
-    )
-    grid = tuple(f"lr{lr:g}_wd{wd:g}" for lr in s.lrs for wd in s.weight_decays)
-    plan = _workload(run, grid).plan(costs)
+    plan = _plan(run.data, run.test_data, run.model, run.control, run.cache, s)
     run.log(f"{plan.line(capped=s.patience is not None)}; {torch.get_num_threads()} threads")
     run.bar = ProtocolProgress(plan, enabled=run.progress)
     with run.phase("embedding"), run.bar.step("embedding"):
