@@ -37,6 +37,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="default: the model's recommended lr")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--prompts", nargs="+", default=list(PROMPT_TYPES), choices=list(PROMPT_TYPES),
+        help="prompt types to run (default all three)",
+    )  # fmt: skip
     return p.parse_args()
 
 
@@ -54,7 +58,8 @@ def main() -> None:
         "epochs run | stop within cap | training s fixed / early |"
     )
     print("|---|---|---|---|---|---|")
-    for label, name in PROMPT_TYPES.items():
+    for label in args.prompts:
+        name = PROMPT_TYPES[label]
         tick = time.perf_counter()
         result = cross_validate(
             data, model, get_strategy(name), config, folds=[args.fold], cache=cache,
