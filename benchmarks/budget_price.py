@@ -54,8 +54,8 @@ def main() -> None:
     cache = EmbeddingCache()
     config = FinetuneConfig(epochs=args.epochs, compare_patience=patience, lr=args.lr)
     print(
-        f"| prompt | {args.epochs} fixed epochs | early stop (patience {patience}) | "
-        "epochs run | stop within cap | training s fixed / early |"
+        f"| prompt | {args.epochs} fixed epochs | converged (patience {patience}, cap {cap}) | "
+        "epochs run | difference | training s fixed / converged |"
     )
     print("|---|---|---|---|---|---|")
     for label in args.prompts:
