@@ -197,14 +197,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _early_stopping_args(p)
 
 
-def _early_stopping_args(p: argparse.ArgumentParser) -> None:
+def _early_stopping_args(p: argparse.ArgumentParser, budget: bool = False) -> None:
+    """``--patience`` and ``--monitor``; with ``budget`` their defaults come from ``--budget``."""
+    off = "paper: off" if budget else "default off"
     p.add_argument(
-        "--patience", type=int, default=None, help="early-stopping patience in epochs (default off)"
+        "--patience", type=int, default=None, help=f"early-stopping patience in epochs ({off})"
     )
     p.add_argument(
         "--monitor",
         choices=["val_loss", "val_f1"],
-        default="val_loss",
+        default=None if budget else "val_loss",
         help="best epoch (kept at the end, and what --patience watches): lowest validation loss "
         "(default) or highest validation F1",
     )
@@ -286,16 +288,7 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (paper: 100)")
     p.add_argument("--folds", type=int, default=None, help="cross-validation folds (paper: 5)")
     p.add_argument("--unet-epochs", type=int, default=None, help="U-Net epochs (paper: 30)")
-    p.add_argument(
-        "--patience", type=int, default=None, help="early-stopping patience in epochs (paper: off)"
-    )
-    p.add_argument(
-        "--monitor",
-        choices=["val_loss", "val_f1"],
-        default=None,
-        help="best epoch (kept at the end, and what --patience watches): lowest validation loss "
-        "(default) or highest validation F1",
-    )
+    _early_stopping_args(p, budget=True)
     p.add_argument(
         "--compare-patience",
         type=int,
