@@ -185,7 +185,8 @@ def probe_costs(
     encode_s = _encode_seconds(model, cache, data, test_data)
     control_s = _encode_seconds(control, cache, data) if control is not None else 0.0
     n = min(len(data), 3 * batch_size)
-    train, val = data.subset(range(n - n // 3)), data.subset(range(n - n // 3, n))
+    cut = max(1, n - max(1, n // 3))  # at least one image on each side when there are two
+    train, val = data.subset(range(cut)), data.subset(range(cut, n) if n > 1 else range(n))
     cache.embed(model, data.subset(range(n)))
     initial = {k: v.clone() for k, v in model.sam.mask_decoder.state_dict().items()}
     config = FinetuneConfig(epochs=1, batch_size=batch_size)
