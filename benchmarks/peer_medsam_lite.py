@@ -44,6 +44,7 @@ from samprompt.data import FolderDataset, low_res_target, train_val_test_split
 from samprompt.data.sample import Dataset, Sample
 from samprompt.evaluate import Evaluator
 from samprompt.metrics import f1_iou
+from samprompt.prompts.geometry import bounding_box
 from samprompt.segmenter import SamSegmenter
 
 FRAME = 256
@@ -83,11 +84,11 @@ def _splits(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
 
 
 def _box_256(sample: Sample) -> np.ndarray:
-    """The exact box of the mask, in the peer's 256x256 frame (it stretches the image)."""
-    ys, xs = np.nonzero(sample.require_mask())
+    """The box ``perturbed-box`` gives samprompt at test time, in the peer's 256x256 frame (it
+    stretches the image)."""
     h, w = sample.size
     scale = np.array([FRAME / w, FRAME / h, FRAME / w, FRAME / h])
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64) * scale
+    return bounding_box(sample.require_mask()) * scale
 
 
 def _peak_memory_mb(device: str) -> float:

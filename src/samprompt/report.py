@@ -213,6 +213,6 @@ def plot_label_efficiency(
     ax.set_xlabel("training images (validation and test folds unchanged)")
     ax.set_ylabel("test F1, mean ± std over folds")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.set_title(title)
     return _save(fig, path)
