@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from scipy import ndimage
 
 from samprompt import (
     EmbeddingCache,
@@ -21,10 +24,13 @@ from samprompt import (
 )
 from samprompt.cli import main
 from samprompt.data import SampleList, make_phantoms
-from samprompt.errors import CheckpointError, ConfigError, SampromptError
+from samprompt.decoder import decode_low_res
+from samprompt.errors import CheckpointError, ConfigError
 from samprompt.interop import PromptedPredictor
+from samprompt.onnx_export import export_onnx
 from samprompt.passes import decode_passes
 from samprompt.prompts.refine import boxes_from_logits
+from samprompt.saved import save_sam_model
 from samprompt.segmenter import SamSegmenter
 
 
@@ -225,13 +231,97 @@ def test_bad_learned_and_refine_parameters_are_one_line() -> None:
         get_strategy("learned").prompt_tokens(load_sam("random:tiny").sam)
 
 
-def test_refine_model_is_not_exported_to_onnx(trained: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
-    with pytest.raises(SampromptError, match="refines its prompt"):
-        from samprompt.onnx_export import export_onnx
+def _onnx_example() -> Any:
+    path = Path(__file__).parents[1] / "examples" / "onnx_runtime.py"
+    spec = importlib.util.spec_from_file_location("onnx_runtime_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-        export_onnx(trained["refine"], tmp_path / "x")
-    assert not (tmp_path / "x").exists()
+
+def _refine_over_mean_points(root: Path) -> Path:
+    """A refine model over mean-points without the mask input (decoder nudged off the base)."""
+    model = load_sam("random:tiny")
+    strategy = get_strategy("refine", first="mean-points", passes=2, use_mask=False)
+    strategy.fit(make_phantoms(6, 96, seed=2))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.sam.mask_decoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_sam_model(root / "refine_points", model, strategy, threshold=0.5, config={})
+    return root / "refine_points"
+
+
+@pytest.mark.parametrize("variant", ["learned+mask", "mean-points"])
+def test_refine_onnx_export_runs_the_passes_like_predict(
+    variant: str, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """decoder.onnx + refine.onnx + the example's pass loop (numpy/scipy, no samprompt) give
+    predict's masks, every pass included."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    run = trained["refine"] if variant == "learned+mask" else _refine_over_mean_points(tmp_path)
+    export_onnx(run, tmp_path / "onnx", image_sizes=[(96, 96), (96, 80)])
+    meta = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert set(meta["files"]) == {"decoder.onnx", "refine.onnx", "encoder.onnx"}
+    assert meta["decoder_outputs"] == ["logits", "mask", "low_res"]
+    assert ("mask_input" in meta["refine"]["inputs"]) == (variant == "learned+mask")
+    outside = _onnx_example().OnnxSegmenter(tmp_path / "onnx")
+    cache = EmbeddingCache(trained["cache"], progress=False)
+    segmenter = Finetuner.load(run, cache=cache)
+    narrow = [
+        Sample(f"narrow_{s.id}", s.image, s.mask) for s in make_phantoms(2, (96, 80), seed=13)
+    ]
+    images = [*make_phantoms(3, 96, seed=12), *narrow]
+    first = SamSegmenter(segmenter.model, segmenter.strategy.inner, cache)  # type: ignore[attr-defined]
+    changed = 0
+    for sample, (_, expected), (_, first_mask) in zip(
+        images, segmenter.predict_masks(images), first.predict_masks(images), strict=True
+    ):
+        _, mask = outside.segment(sample.image)
+        assert _dice(mask, expected) >= 0.999, sample.id
+        changed += int(_dice(first_mask, expected) < 0.999)
+    assert changed > 0  # the passes changed some masks, so the loop was tested
+
+
+def test_refine_onnx_pass_with_nothing_found_takes_the_first_prompt(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Where the previous pass found nothing, refine.onnx gets the learned first prompt (no
+    points: a (1, 0, 2) input) and the mask input, as samprompt's own pass does."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    export_onnx(trained["refine"], tmp_path / "onnx", encoder=False)
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "refine.onnx"))
+    segmenter = Finetuner.load(trained["refine"])
+    sam, tokens = segmenter.model.sam, segmenter.tokens
+    sample = make_phantoms(1, 96, seed=14)[0]
+    embeddings = torch.randn(1, 256, 64, 64)
+    previous = np.full((1, 1, 256, 256), -3.0, np.float32)
+    prompt = segmenter.strategy.refine_prompt(sample, previous[0, 0])  # type: ignore[attr-defined]
+    assert prompt.boxes is None and prompt.points is None
+    with torch.no_grad():
+        expected = decode_low_res(sam, embeddings, [prompt], tokens=tokens).numpy()
+    _, _, low_res = session.run(None, {
+        "image_embeddings": embeddings.numpy(), "point_coords": np.zeros((1, 0, 2), np.float32),
+        "point_labels": np.zeros((1, 0), np.float32), "orig_size": np.array([96, 96], np.int64),
+        "mask_input": previous,
+    })  # fmt: skip
+    np.testing.assert_allclose(low_res, expected, atol=1e-4)
+
+
+def test_refine_onnx_example_boxes_are_samprompts() -> None:
+    """The example's numpy box recipe equals samprompt's boxes_from_logits."""
+    rng = np.random.default_rng(3)
+    for size in [(96, 96), (512, 256), (100, 300)]:
+        logits = rng.normal(size=(256, 256)).astype(np.float32)
+        logits = ndimage.uniform_filter(logits, 25) * 10
+        for max_boxes, fraction in [(1, 0.0), (3, 0.05), (8, 0.2)]:
+            ours = boxes_from_logits(logits, size, max_boxes, fraction)
+            theirs = _onnx_example().predicted_boxes(logits, size, max_boxes, fraction)
+            assert len(ours) > 0
+            np.testing.assert_allclose(theirs, ours)
 
 
 def test_the_sidecar_recipe_reproduces_predict_with_official_modules(

@@ -13,6 +13,12 @@
     samprompt does for several boxes. The prompt encoder, the fine-tuned mask decoder, the
     resizing of the prompts, the up-sampling to ``(H, W)`` and the saved threshold are all inside.
 
+``refine.onnx`` (models of the built-in ``refine`` strategy)
+    One refinement pass: the previous pass's boxes as rows, its ``low_res`` logits as
+    ``mask_input`` (unless trained without) -> ``logits``, ``mask`` and ``low_res``;
+    ``decoder.onnx`` then also outputs ``low_res``. The boxes between passes (connected
+    components) are the runtime's: ``export.json``'s ``refine`` block says how.
+
 ``export.json`` beside them holds the fitted prompts for each listed image size, already as
 ``point_coords`` / ``point_labels`` arrays, and the threshold as probability and logit.
 :func:`prompt_arrays` turns any :class:`~samprompt.prompts.prompt.Prompt` into those arrays.
@@ -28,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
@@ -36,9 +41,17 @@ from samprompt.atomic import staged_folder, write_json_atomic
 from samprompt.errors import PromptError, SampromptError
 from samprompt.hashing import file_sha256
 from samprompt.interop import check_image_sizes, logit, sidecar
+from samprompt.onnx_graphs import (
+    BOX_LABELS,
+    PAD_LABEL,
+    LearnedPromptDecoder,
+    PreprocessingEncoder,
+    PromptedDecoder,
+    RefinePassDecoder,
+)
 from samprompt.prompts.calls import refine_passes
 from samprompt.prompts.prompt import Prompt
-from samprompt.prompts.tokens import PromptTokens
+from samprompt.prompts.refine import Refine
 from samprompt.runs import check_apart
 from samprompt.saved import load_sam_model
 from samprompt.segmenter import SamSegmenter
@@ -48,9 +61,6 @@ __all__ = ["ONNX_OPSET", "export_onnx", "prompt_arrays"]
 #: The opset the files are written with: LayerNormalization is a single op from 17 on, and
 #: onnxruntime >= 1.14 and every current runtime (TensorRT, OpenVINO, onnxruntime-web) take it.
 ONNX_OPSET = 17
-
-PAD_LABEL = -1.0
-BOX_LABELS = (2.0, 3.0)
 
 
 def prompt_arrays(prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
@@ -83,124 +93,6 @@ def prompt_arrays(prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         rows.append(np.concatenate([points, box.reshape(2, 2)]))
         row_labels.append(np.concatenate([labels, BOX_LABELS]))
     return np.stack(rows).astype(np.float32), np.stack(row_labels).astype(np.float32)
-
-
-def _input_shape(orig_size: torch.Tensor, side: int) -> torch.Tensor:
-    """``ResizeLongestSide.get_preprocess_shape`` on a tensor (so it is traced into the graph)."""
-    size = orig_size.to(torch.float32)
-    return torch.floor(size * (side / size.max()) + 0.5).to(torch.int64)
-
-
-class PromptedDecoder(nn.Module):
-    """Prompt encoder + mask decoder + post-processing of one image, as one traceable module."""
-
-    def __init__(self, sam: Sam, threshold_logit: float, multimask_output: bool = False) -> None:
-        super().__init__()
-        self.sam = sam
-        self.side = int(sam.image_encoder.img_size)
-        self.threshold_logit = float(threshold_logit)
-        self.multimask_output = multimask_output
-
-    def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        encoder = self.sam.prompt_encoder
-        embedding = encoder.pe_layer.forward_with_coords(coords + 0.5, (self.side, self.side))
-        label = labels.unsqueeze(-1)
-        embedding = embedding * (label != PAD_LABEL).to(embedding.dtype)
-        embedding = embedding + encoder.not_a_point_embed.weight * (label == PAD_LABEL)
-        for k, point_embedding in enumerate(encoder.point_embeddings):
-            embedding = embedding + point_embedding.weight * (label == k)
-        return embedding  # type: ignore[no-any-return]
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        orig_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = _input_shape(orig_size, self.side)
-        scale = (shape.to(torch.float32) / orig_size.to(torch.float32)).flip(0)
-        sparse = self._sparse(point_coords * scale, point_labels)
-        h, w = image_embeddings.shape[-2:]
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            sparse.shape[0], -1, h, w
-        )
-        return _decode_to_image(
-            self.sam, image_embeddings, sparse, dense, orig_size, self.threshold_logit,
-            self.multimask_output,
-        )  # fmt: skip
-
-
-class LearnedPromptDecoder(nn.Module):
-    """A learned prompt baked in: embeddings + image size -> logits and mask, no prompt input."""
-
-    def __init__(
-        self, sam: Sam, tokens: PromptTokens, threshold_logit: float, multimask_output: bool
-    ) -> None:
-        super().__init__()
-        self.sam = sam
-        self.tokens = tokens
-        self.threshold_logit = float(threshold_logit)
-        self.multimask_output = multimask_output
-
-    def forward(
-        self, image_embeddings: torch.Tensor, orig_size: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse = self.tokens.sparse_for(1)
-        dense = self.tokens.dense_for(self.sam, 1)
-        if dense is None:
-            dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return _decode_to_image(
-            self.sam, image_embeddings, sparse, dense, orig_size, self.threshold_logit,
-            self.multimask_output,
-        )  # fmt: skip
-
-
-def _decode_to_image(
-    sam: Sam,
-    image_embeddings: torch.Tensor,
-    sparse: torch.Tensor,
-    dense: torch.Tensor,
-    orig_size: torch.Tensor,
-    threshold_logit: float,
-    multimask_output: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mask decoder on ``R`` prompt rows, their union, then logits and mask at ``(H, W)``."""
-    side = int(sam.image_encoder.img_size)
-    shape = _input_shape(orig_size, side)
-    h, w = image_embeddings.shape[-2:]
-    low_res, iou = sam.mask_decoder(
-        image_embeddings,
-        sam.prompt_encoder.get_dense_pe(),
-        sparse,
-        dense.expand(sparse.shape[0], -1, h, w),
-        multimask_output=multimask_output,
-    )
-    if multimask_output:
-        best = iou.argmax(dim=1)
-        low_res = low_res[torch.arange(low_res.shape[0]), best].unsqueeze(1)
-    logits = low_res.amax(dim=0, keepdim=True)
-    logits = F.interpolate(logits, (side, side), mode="bilinear", align_corners=False)
-    logits = logits[..., : shape[0], : shape[1]]
-    # Tensors, not ints, so the tracer keeps the output size an input of the graph.
-    size = (orig_size[0], orig_size[1])
-    logits = F.interpolate(logits, size, mode="bilinear", align_corners=False)[0, 0]  # type: ignore[arg-type]
-    return logits, logits >= threshold_logit
-
-
-class PreprocessingEncoder(nn.Module):
-    """``Sam.preprocess`` (normalise, pad bottom-right) + the image encoder, as one module."""
-
-    def __init__(self, sam: Sam) -> None:
-        super().__init__()
-        self.sam = sam
-        self.side = int(sam.image_encoder.img_size)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
-        x = (x - self.sam.pixel_mean) / self.sam.pixel_std
-        x = F.pad(x, (0, self.side - x.shape[-1], 0, self.side - x.shape[-2]))
-        return self.sam.image_encoder(x)  # type: ignore[no-any-return]
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, **kwargs: Any) -> None:
@@ -258,56 +150,122 @@ def export_onnx(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SampromptError(f"{out}: exists and is not an empty folder; choose a new --out")
     segmenter = load_sam_model(model_folder, checkpoint)
-    if refine_passes(segmenter.strategy):
-        raise SampromptError(
-            f"{model_folder}: strategy {segmenter.strategy.name!r} refines its prompt from its "
-            "own predictions (connected components between passes), which an ONNX graph does not "
-            "hold; export with --format pth and run the passes with samprompt"
-        )
+    refine = _refine_recipe(segmenter, model_folder)
     with staged_folder(out) as staging:
-        files = [_export_decoder(segmenter, staging / "decoder.onnx")]
+        files = [_export_decoder(segmenter, staging / "decoder.onnx", low_res=refine is not None)]
+        if refine is not None:
+            files.append(_export_refine_pass(segmenter, staging / "refine.onnx", refine))
         if encoder:
             files.append(_export_encoder(segmenter.model.sam, staging / "encoder.onnx"))
-        meta = _export_meta(segmenter, image_sizes, {f.name: file_sha256(f) for f in files})
+        meta = _export_meta(segmenter, image_sizes, {f.name: file_sha256(f) for f in files}, refine)
         meta["model_folder"] = str(Path(model_folder).resolve())
         write_json_atomic(staging / "export.json", meta)
     return out
 
 
-def _export_decoder(segmenter: SamSegmenter, path: Path) -> Path:
-    """The decoder graph: embeddings + prompts + image size -> logits and mask; with a learned
-    prompt baked in, embeddings + image size only."""
-    sam = segmenter.model.sam.cpu().eval()
+def _refine_recipe(segmenter: SamSegmenter, model_folder: str | Path) -> Refine | None:
+    """The built-in ``refine`` strategy of a model that refines, None for one that does not;
+    a plugin's own refinement cannot be written down for another runtime."""
+    strategy = segmenter.strategy
+    if not refine_passes(strategy):
+        return None
+    if not isinstance(strategy, Refine):
+        raise SampromptError(
+            f"{model_folder}: strategy {strategy.name!r} refines its prompt from its own "
+            "predictions in Python code an ONNX graph does not hold; export with --format pth "
+            "and run the passes with samprompt"
+        )
+    return strategy
+
+
+def _refine_meta(refine: Refine, *, learned: bool) -> dict[str, Any]:
+    """What a runtime needs to run the passes between decoder.onnx and refine.onnx."""
+    inputs = [*_PROMPT_INPUTS, "mask_input"] if refine.use_mask else _PROMPT_INPUTS
+    return {
+        "inputs": inputs,
+        "max_boxes": refine.max_boxes,
+        "min_component_fraction": refine.min_component_fraction,
+        "use_mask": refine.use_mask,
+        "first": refine.first,
+        "recipe": (
+            "decoder.onnx gives low_res (1, 1, S, S); for each pass: boxes = the bounding boxes "
+            "(8-connected components of low_res > 0 inside the image's part of the S x S frame, "
+            "largest first, those of at least min_component_fraction of the predicted area, at "
+            "most max_boxes, scaled by max(H, W) / S to pixels, the far corner ((x1 + 1) * scale "
+            "- 1) clipped to the image) -> refine.onnx with one row per box (corners labelled 2 "
+            "and 3)"
+            + (" and mask_input = low_res" if refine.use_mask else "")
+            + "; when nothing was predicted, the first prompt ("
+            + ("no points: point_coords (1, 0, 2)" if learned else "prompts[...].onnx")
+            + ") instead; the last pass's logits and mask are the answer"
+        ),
+    }
+
+
+def _example_embeddings(sam: Sam) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tracing inputs: zero embeddings and the square input size."""
     side = int(sam.image_encoder.img_size)
     embeddings = torch.zeros(
         1, sam.prompt_encoder.embed_dim, *sam.prompt_encoder.image_embedding_size
     )
-    size = torch.tensor([side, side], dtype=torch.int64)
-    outputs = {"output_names": ["logits", "mask"]}
-    image_axes = {"logits": {0: "height", 1: "width"}, "mask": {0: "height", 1: "width"}}
+    return embeddings, torch.tensor([side, side], dtype=torch.int64)
+
+
+def _example_box_rows(side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    coords, labels = prompt_arrays(Prompt((side, side), boxes=[[1, 2, side // 2, side // 3]]))
+    return torch.from_numpy(coords), torch.from_numpy(labels)
+
+
+_IMAGE_AXES = {"logits": {0: "height", 1: "width"}, "mask": {0: "height", 1: "width"}}
+_PROMPT_AXES = {"point_coords": {0: "rows", 1: "points"}, "point_labels": {0: "rows", 1: "points"}}
+_PROMPT_INPUTS = ["image_embeddings", "point_coords", "point_labels", "orig_size"]
+
+
+def _output_names(low_res: bool) -> list[str]:
+    return ["logits", "mask", "low_res"] if low_res else ["logits", "mask"]
+
+
+def _export_decoder(segmenter: SamSegmenter, path: Path, *, low_res: bool = False) -> Path:
+    """The decoder graph: embeddings + prompts + image size -> logits and mask (and the low-res
+    logits a refinement pass starts from); with a learned prompt baked in, embeddings + image
+    size only."""
+    sam = segmenter.model.sam.cpu().eval()
+    embeddings, size = _example_embeddings(sam)
     tokens = segmenter.tokens
     threshold = logit(segmenter.threshold)
+    names = {"output_names": _output_names(low_res)}
     if tokens is not None:
         learned = LearnedPromptDecoder(
-            sam, tokens.cpu().eval(), threshold, segmenter.multimask_output
+            sam, tokens.cpu().eval(), threshold, segmenter.multimask_output, low_res_output=low_res
         )
         _export(learned, (embeddings, size), path, input_names=["image_embeddings", "orig_size"],
-                dynamic_axes=image_axes, **outputs)  # fmt: skip
+                dynamic_axes=_IMAGE_AXES, **names)  # fmt: skip
         return path
-    coords, labels = prompt_arrays(Prompt((side, side), boxes=[[1, 2, side // 2, side // 3]]))
-    decoder = PromptedDecoder(sam, threshold, multimask_output=segmenter.multimask_output)
-    _export(
-        decoder,
-        (embeddings, torch.from_numpy(coords), torch.from_numpy(labels), size),
-        path,
-        input_names=["image_embeddings", "point_coords", "point_labels", "orig_size"],
-        dynamic_axes={
-            "point_coords": {0: "rows", 1: "points"},
-            "point_labels": {0: "rows", 1: "points"},
-            **image_axes,
-        },
-        **outputs,
+    decoder = PromptedDecoder(
+        sam, threshold, multimask_output=segmenter.multimask_output, low_res_output=low_res
     )
+    coords, labels = _example_box_rows(int(sam.image_encoder.img_size))
+    _export(decoder, (embeddings, coords, labels, size), path, input_names=_PROMPT_INPUTS,
+            dynamic_axes=_PROMPT_AXES | _IMAGE_AXES, **names)  # fmt: skip
+    return path
+
+
+def _export_refine_pass(segmenter: SamSegmenter, path: Path, refine: Refine) -> Path:
+    """``refine.onnx``: one refinement pass (boxes rows, the previous low-res logits as mask
+    input when ``use_mask``, the learned tokens inside) -> logits, mask and low-res logits."""
+    sam = segmenter.model.sam.cpu().eval()
+    embeddings, size = _example_embeddings(sam)
+    tokens = segmenter.tokens.cpu().eval() if segmenter.tokens is not None else None
+    graph = RefinePassDecoder(sam, logit(segmenter.threshold), segmenter.multimask_output, tokens)
+    coords, labels = _example_box_rows(int(sam.image_encoder.img_size))
+    args: tuple[torch.Tensor, ...] = (embeddings, coords, labels, size)
+    inputs = list(_PROMPT_INPUTS)
+    if refine.use_mask:
+        low_res = 4 * int(sam.prompt_encoder.image_embedding_size[0])
+        args += (torch.zeros(1, 1, low_res, low_res),)
+        inputs.append("mask_input")
+    _export(graph, args, path, input_names=inputs, output_names=_output_names(True),
+            dynamic_axes=_PROMPT_AXES | _IMAGE_AXES)  # fmt: skip
     return path
 
 
@@ -327,7 +285,10 @@ def _export_encoder(sam: Sam, path: Path) -> Path:
 
 
 def _export_meta(
-    segmenter: SamSegmenter, image_sizes: Sequence[tuple[int, int]], files: dict[str, str]
+    segmenter: SamSegmenter,
+    image_sizes: Sequence[tuple[int, int]],
+    files: dict[str, str],
+    refine: Refine | None = None,
 ) -> dict[str, Any]:
     """``export.json``: the sidecar plus the graphs' inputs, outputs and ONNX prompt arrays."""
     side = int(segmenter.model.sam.image_encoder.img_size)
@@ -337,11 +298,8 @@ def _export_meta(
     meta["files"] = files
     meta["load"] = "onnxruntime.InferenceSession(FILE)"
     learned = segmenter.tokens is not None
-    meta["decoder_inputs"] = (
-        ["image_embeddings", "orig_size"]
-        if learned
-        else ["image_embeddings", "point_coords", "point_labels", "orig_size"]
-    )
+    meta["decoder_inputs"] = ["image_embeddings", "orig_size"] if learned else _PROMPT_INPUTS
+    meta["decoder_outputs"] = _output_names(refine is not None)
     meta["inputs"] = {
         "encoder.onnx": "image: (h, w, 3) uint8 RGB, longest side resized to "
         f"{side} (PIL bilinear)",
@@ -354,7 +312,11 @@ def _export_meta(
             "corners, -1 pad); orig_size (2,) int64 (H, W)"
         ),
     }
-    meta["outputs"] = "logits (H, W) float32; mask (H, W) bool = logits >= threshold.logit"
+    meta["outputs"] = "logits (H, W) float32; mask (H, W) bool = logits >= threshold.logit" + (
+        "; low_res (1, 1, S, S) float32: the logits in SAM's low-res frame" if refine else ""
+    )
+    if refine is not None:
+        meta["refine"] |= _refine_meta(refine, learned=learned)
     for entry in meta["prompts"] or []:
         prompt = Prompt(
             tuple(entry["image_size"]),
