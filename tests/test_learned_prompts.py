@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +30,7 @@ from samprompt.passes import decode_passes
 from samprompt.prompts.refine import boxes_from_logits
 from samprompt.saved import save_sam_model
 from samprompt.segmenter import SamSegmenter
+from tests.conftest import load_example
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -231,15 +230,6 @@ def test_bad_learned_and_refine_parameters_are_one_line() -> None:
         get_strategy("learned").prompt_tokens(load_sam("random:tiny").sam)
 
 
-def _onnx_example() -> Any:
-    path = Path(__file__).parents[1] / "examples" / "onnx_runtime.py"
-    spec = importlib.util.spec_from_file_location("onnx_runtime_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _refine_over_mean_points(root: Path) -> Path:
     """A refine model over mean-points without the mask input (decoder nudged off the base)."""
     model = load_sam("random:tiny")
@@ -267,7 +257,7 @@ def test_refine_onnx_export_runs_the_passes_like_predict(
     assert set(meta["files"]) == {"decoder.onnx", "refine.onnx", "encoder.onnx"}
     assert meta["decoder_outputs"] == ["logits", "mask", "low_res"]
     assert ("mask_input" in meta["refine"]["inputs"]) == (variant == "learned+mask")
-    outside = _onnx_example().OnnxSegmenter(tmp_path / "onnx")
+    outside = load_example("onnx_runtime").OnnxSegmenter(tmp_path / "onnx")
     cache = EmbeddingCache(trained["cache"], progress=False)
     segmenter = Finetuner.load(run, cache=cache)
     narrow = [
@@ -319,7 +309,7 @@ def test_refine_onnx_example_boxes_are_samprompts() -> None:
         logits = ndimage.uniform_filter(logits, 25) * 10
         for max_boxes, fraction in [(1, 0.0), (3, 0.05), (8, 0.2)]:
             ours = boxes_from_logits(logits, size, max_boxes, fraction)
-            theirs = _onnx_example().predicted_boxes(logits, size, max_boxes, fraction)
+            theirs = load_example("onnx_runtime").predicted_boxes(logits, size, max_boxes, fraction)
             assert len(ours) > 0
             np.testing.assert_allclose(theirs, ours)
 

@@ -24,6 +24,7 @@ from samprompt.errors import SampromptError
 from samprompt.onnx_export import ONNX_OPSET, PromptedDecoder, export_onnx, prompt_arrays
 from samprompt.prompts.prompt import Prompt
 from samprompt.saved import save_sam_model
+from tests.conftest import load_example
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -36,12 +37,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def _example() -> ModuleType:
     """examples/onnx_runtime.py: the documented runtime recipe (onnxruntime, numpy, PIL)."""
-    path = Path(__file__).parents[1] / "examples" / "onnx_runtime.py"
-    spec = importlib.util.spec_from_file_location("onnx_runtime_example", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("onnx_runtime")
 
 
 class OutsideOnnx:
