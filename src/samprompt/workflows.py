@@ -208,6 +208,17 @@ def train_unet_and_report(
     return UNetReport(fitted.model, scores, run.root)
 
 
+def _mirroring_notes(augment: Sequence[str], tta: Sequence[str]) -> list[str]:
+    notes = []
+    if augment:
+        notes.append(f"training images plus their mirrored copies ({', '.join(augment)})")
+    if tta:
+        notes.append(
+            f"test-time averaging over {', '.join(tta)} (threshold swept with it on validation)"
+        )
+    return notes
+
+
 def cross_validate_and_report(
     data: Dataset,
     model: LoadedSam,
@@ -222,11 +233,14 @@ def cross_validate_and_report(
     overwrite: bool = False,
     progress: bool = True,
     inputs: Mapping[str, str | Path | None] | None = None,
+    augment: Sequence[str] = (),
+    tta: Sequence[str] = (),
 ) -> ProtocolResult:
     """k-fold cross-validation (``config=None``: zero-shot) with its report in ``out``.
 
     Zero-shot folds are scored at ``resolution``; fine-tuned ones at ``config.eval_resolution``.
-    ``out`` may not overlap ``inputs``.
+    ``out`` may not overlap ``inputs``. ``augment`` and ``tta``: mirrored training copies and
+    test-time averaging (:func:`~samprompt.protocols.run_folds`).
     """
     check_apart(Path(out), inputs or {})
     result = cross_validate(
@@ -241,11 +255,14 @@ def cross_validate_and_report(
         progress=progress,
         overwrite=overwrite,
         resolution=resolution,
+        augment=augment,
+        tta=tta,
     )
     kind = "zero-shot" if config is None else "fine-tuned"
     notes = [
         *report_notes(model, strategy, result.to_dict()["resolution"]),
         "mean ± std over folds of the fold means",
+        *_mirroring_notes(augment, tta),
     ]
     if result.folder is not None:
         write_metrics(

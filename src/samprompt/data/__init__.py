@@ -1,5 +1,6 @@
 """Datasets, readers, splits, phantoms and SAM preprocessing."""
 
+from samprompt.data.augment import FLIPS, Flipped, check_flips, flip_sample, with_flips
 from samprompt.data.phantoms import make_phantoms
 from samprompt.data.preprocess import low_res_target, preprocess_image, to_rgb, valid_shape
 from samprompt.data.readers import (
@@ -22,7 +23,9 @@ from samprompt.data.splits import (
 from samprompt.data.writer import write_folder_dataset
 
 __all__ = [
+    "FLIPS",
     "Dataset",
+    "Flipped",
     "FolderDataset",
     "ImageFolder",
     "MontgomeryDataset",
@@ -33,6 +36,8 @@ __all__ = [
     "Split",
     "Subset",
     "as_dataset",
+    "check_flips",
+    "flip_sample",
     "cv_splits",
     "kfold_indices",
     "nested_subset",
@@ -44,5 +49,6 @@ __all__ = [
     "to_rgb",
     "train_val_test_split",
     "valid_shape",
+    "with_flips",
     "write_folder_dataset",
 ]
