@@ -427,14 +427,18 @@ def _mirroring_args(p: argparse.ArgumentParser) -> None:
         help="also train on mirrored copies of each training image (hflip, vflip; each copy is "
         "one more encoder call, cached); for targets with no preferred side, e.g. skin lesions",
     )
+    _tta_arg(p, " the threshold is swept again on validation with the averaging")
+
+
+def _tta_arg(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument(
         "--tta",
         nargs="+",
         choices=FLIP_NAMES,
         default=[],
         metavar="FLIP",
-        help="score each image averaged with its mirrored copies (hflip, vflip); the threshold "
-        "is swept again on validation with the averaging",
+        help="average the model over each image and its mirrored copies (hflip, vflip; one "
+        f"encoder call more per copy);{more or ' the threshold stays the saved one (--threshold to change it)'}",
     )
 
 
@@ -500,6 +504,7 @@ def _add_evaluate(sub: _Subparsers, parents: Parents) -> None:
     _data_args(p)
     _run_args(p, checkpoint_default=None)
     _threshold_arg(p)
+    _tta_arg(p)
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(handler="cmd_evaluate")
 
@@ -522,6 +527,7 @@ def _add_predict(sub: _Subparsers, parents: Parents) -> None:
     )
     _run_args(p, checkpoint_default=None)
     _threshold_arg(p)
+    _tta_arg(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(handler="cmd_predict")
 

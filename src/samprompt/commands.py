@@ -291,6 +291,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         data_name=args.data,
         inputs=_inputs(args, "data", "checkpoint"),
+        tta=args.tta,
     )
     print(f"{_scores_line(result)} on {len(data)} images; report in {args.out}")
     return 0
@@ -310,6 +311,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         inputs=_inputs(args, "images", "checkpoint"),
+        tta=args.tta,
     )
     kind = (
         "volume masks (NIfTI, each with its input's affine and header)"

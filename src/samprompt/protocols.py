@@ -364,6 +364,16 @@ def _mirrored(fit: FitFn, augment: Sequence[str], tta: Sequence[str], resolution
     return mirrored_fit
 
 
+def _sam_meta(model: LoadedSam, strategy: PromptStrategy) -> dict[str, Any]:
+    return {
+        "strategy": strategy.name,
+        "oracle": bool(strategy.needs_mask_at_inference),
+        "checkpoint": model.spec,
+        "sha256": model.sha256,
+        "random_weights": model.is_random,
+    }
+
+
 def _sam_identity(
     model: LoadedSam, strategy: PromptStrategy, config: FinetuneConfig | None
 ) -> dict[str, Any]:
@@ -409,13 +419,6 @@ def cross_validate(
     cache = cache or EmbeddingCache(progress=progress)
     initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
     fit = _sam_fit(model, strategy, config, cache, progress, initial)
-    meta = {
-        "strategy": strategy.name,
-        "oracle": bool(strategy.needs_mask_at_inference),
-        "checkpoint": model.spec,
-        "sha256": model.sha256,
-        "random_weights": model.is_random,
-    }
     try:
         return run_folds(
             "zero-shot" if config is None else "cross-validation",
@@ -426,7 +429,7 @@ def cross_validate(
             folds=folds,
             out_dir=out_dir,
             resolution=config.eval_resolution if config else resolution,
-            meta=meta,
+            meta=_sam_meta(model, strategy),
             identity=_sam_identity(model, strategy, config),
             overwrite=overwrite,
             on_fold=on_fold,

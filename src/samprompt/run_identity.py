@@ -20,6 +20,10 @@ from samprompt.prompts.strategy import PromptStrategy
 __all__ = ["describe_model", "describe_strategy", "differences"]
 
 _NOT_COMPARED = ("samprompt_version", "written_by")
+#: Protocol options recorded only when used (so that runs without them keep their identity): a
+#: folder recording one is not the home of a run that does not use it, although the run's
+#: identity is otherwise a subset of the record.
+OPTIONAL_PROTOCOL_KEYS = ("train_size", "augment", "tta")
 
 
 def describe_model(model: LoadedSam) -> dict[str, Any]:
@@ -43,8 +47,15 @@ def describe_strategy(strategy: PromptStrategy) -> dict[str, Any]:
 def differences(
     wanted: Mapping[str, Any], recorded: Mapping[str, Any], path: str = ""
 ) -> list[str]:
-    """What ``wanted`` says that ``recorded`` does not (``recorded`` may hold more keys)."""
+    """What ``wanted`` says that ``recorded`` does not (``recorded`` may hold more keys, but not
+    an :data:`OPTIONAL_PROTOCOL_KEYS` option that ``wanted`` does not use)."""
     found: list[str] = []
+    if not path and "protocol" in wanted:
+        found += [
+            f"{key}: {_short(recorded[key])} there, not used now"
+            for key in OPTIONAL_PROTOCOL_KEYS
+            if key in recorded and key not in wanted
+        ]
     for key, value in wanted.items():
         if not path and key in _NOT_COMPARED:
             continue

@@ -20,11 +20,12 @@ from samprompt._version import __version__
 from samprompt.atomic import save_png_atomic, write_bytes_atomic
 from samprompt.baselines import UNetConfig, UNetSegmenter, load_unet_model, train_unet
 from samprompt.config import FinetuneConfig
+from samprompt.data.augment import check_flips
 from samprompt.data.sample import Dataset
 from samprompt.data.splits import train_val_test_split
 from samprompt.data.volumes import NiftiDataset, write_volume_masks
 from samprompt.embeddings import EmbeddingCache
-from samprompt.errors import PromptError
+from samprompt.errors import ConfigError, PromptError
 from samprompt.evaluate import (
     EvalResult,
     Evaluator,
@@ -43,6 +44,7 @@ from samprompt.report import plot_learning_curve, write_metrics
 from samprompt.runs import RunFolder, check_apart
 from samprompt.saved import read_model_json
 from samprompt.segmenter import SamSegmenter, Segmenter
+from samprompt.tta import FlipTTA
 
 __all__ = [
     "FinetuneReport",
@@ -273,9 +275,12 @@ def cross_validate_and_report(
 
 
 # --------------------------------------------------------- saved model folders
+LoadedModel = SamSegmenter | UNetSegmenter
+
+
 def load_model_folder(
     folder: str | Path, checkpoint: str | None, cache: EmbeddingCache, device: str
-) -> SamSegmenter | UNetSegmenter:
+) -> LoadedModel:
     """A saved model folder of either kind (fine-tuned SAM or U-Net), ready to predict."""
     if read_model_json(folder).get("kind") == "unet":
         return load_unet_model(folder, device=device)
@@ -300,22 +305,27 @@ def evaluate_model_folder(
     overwrite: bool = False,
     data_name: str = "",
     inputs: Mapping[str, str | Path | None] | None = None,
+    tta: Sequence[str] = (),
 ) -> EvalResult:
-    """Score a saved model on labelled ``data`` into the report folder ``out``."""
+    """Score a saved model on labelled ``data`` into the report folder ``out`` (with ``tta``,
+    averaged over those mirrorings: :class:`~samprompt.tta.FlipTTA`)."""
     identity = {
         "evaluation": _model_identity(model_folder),
         "checkpoint": checkpoint,
         "data": data.fingerprint(),
         "threshold": threshold,
         "resolution": resolution,
+        **({"tta": list(check_flips(tta))} if tta else {}),
     }
     inputs = {"--model": model_folder, **(inputs or {})}
     with RunFolder.claim(out, identity, overwrite=overwrite, inputs=inputs) as run:
-        model = load_model_folder(model_folder, checkpoint, cache, device)
+        loaded = load_model_folder(model_folder, checkpoint, cache, device)
+        model = _averaged(loaded, tta)
         result = Evaluator(resolution).evaluate(model, data, threshold)
     notes = [f"model: {model_folder}", f"data: {data_name or 'dataset'} ({len(data)} images)"]
-    if isinstance(model, SamSegmenter):
-        notes = report_notes(model.model, model.strategy, resolution) + notes
+    if isinstance(loaded, SamSegmenter):
+        notes = report_notes(loaded.model, loaded.strategy, resolution) + notes
+    notes += _mirroring_notes((), tta)
     metrics = result.to_dict()
     if data.groups is not None:
         metrics |= _volume_metrics(model, data, threshold)
@@ -327,6 +337,11 @@ def evaluate_model_folder(
     write_metrics(run, metrics, "Evaluation", notes)
     run.finish()
     return result
+
+
+def _averaged(model: LoadedModel, tta: Sequence[str]) -> LoadedModel | FlipTTA:
+    """``model``, or with ``tta`` its average over those mirrorings (same threshold)."""
+    return FlipTTA(model, tta, threshold=model.threshold) if tta else model
 
 
 def _volume_metrics(model: Segmenter, data: Dataset, threshold: float | None) -> dict[str, Any]:
@@ -429,19 +444,26 @@ def predict_folder(
     device: str = "cpu",
     overwrite: bool = False,
     inputs: Mapping[str, str | Path | None] | None = None,
+    tta: Sequence[str] = (),
 ) -> int:
     """Masks of a saved model for new ``images`` into ``out``; returns how many were written.
 
-    ``out`` may not overlap the model folder, the boxes file or ``inputs`` (e.g. the images)."""
+    ``out`` may not overlap the model folder, the boxes file or ``inputs`` (e.g. the images).
+    ``tta`` averages the model over those mirrorings (not with ``boxes``, which are the
+    images')."""
+    if tta and boxes is not None:
+        raise ConfigError("--tta with --boxes: the boxes are the images', not their mirrors'")
     prompts = read_boxes_file(boxes, images) if boxes is not None else {}
-    model = load_model_folder(model_folder, checkpoint, cache, device)
-    _give_prompts(model, prompts, images.ids)
+    loaded = load_model_folder(model_folder, checkpoint, cache, device)
+    _give_prompts(loaded, prompts, images.ids)
+    model = _averaged(loaded, tta)
     identity = {
         "prediction": _model_identity(model_folder),
         "checkpoint": checkpoint,
         "images": images.fingerprint(),
         "boxes": None if boxes is None else file_sha256(boxes),
         "threshold": threshold,
+        **({"tta": list(check_flips(tta))} if tta else {}),
     }
     inputs = {"--model": model_folder, "--boxes": boxes, **(inputs or {})}
     with RunFolder.claim(out, identity, overwrite=overwrite, inputs=inputs) as run:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from samprompt.data.sample import Dataset, Sample
+from samprompt.data.sample import Dataset, Sample, as_dataset
 from samprompt.errors import ConfigError
 
 __all__ = ["FLIPS", "Flipped", "check_flips", "flip_array", "flip_sample", "with_flips"]
@@ -64,8 +64,8 @@ class Flipped(Dataset):
     ['chest_0000', 'chest_0001', 'chest_0000~hflip', 'chest_0001~hflip']
     """
 
-    def __init__(self, base: Dataset, kinds: Sequence[str]) -> None:
-        self.base = base
+    def __init__(self, base: Dataset | Iterable[Sample], kinds: Sequence[str]) -> None:
+        self.base = as_dataset(base)
         self.kinds = check_flips(kinds)
 
     @property
@@ -91,6 +91,7 @@ class Flipped(Dataset):
         return self.base.reading_record()
 
 
-def with_flips(samples: Dataset, kinds: Sequence[str]) -> Dataset:
-    """``samples`` plus a mirrored copy of each for every kind in ``kinds`` (none: unchanged)."""
-    return Flipped(samples, kinds) if kinds else samples
+def with_flips(samples: Dataset | Iterable[Sample], kinds: Sequence[str]) -> Dataset:
+    """``samples`` plus a mirrored copy of each for every kind in ``kinds`` (none: the samples
+    as a dataset, unchanged)."""
+    return Flipped(samples, kinds) if kinds else as_dataset(samples)
