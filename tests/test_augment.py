@@ -209,3 +209,14 @@ def test_evaluate_and_predict_average_a_saved_model(
         main([*args, "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "m2")]) == 2
     )
     assert "--tta with --boxes" in capsys.readouterr().err
+
+
+def test_finetune_trains_on_the_mirrored_copies(tmp_path: Path, cache: EmbeddingCache) -> None:
+    write_folder_dataset(make_phantoms(10, 48, seed=8), tmp_path / "data")
+    args = ["finetune", "--data", str(tmp_path / "data"), "--checkpoint", "random:tiny",
+            "--epochs", "1", "--cache", str(cache.root), "-q", "--augment", "vflip"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["data"]["train"]["n"] == 2 * metrics["split"]["train"]
+    assert "mirrored copies (vflip)" in (tmp_path / "run" / "summary.md").read_text()

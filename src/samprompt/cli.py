@@ -393,6 +393,7 @@ def _add_finetune(sub: _Subparsers, parents: Parents) -> None:
     _data_args(p)
     _run_args(p)
     _train_args(p)
+    _augment_arg(p)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(handler="cmd_finetune")
@@ -418,6 +419,11 @@ def _add_cv(sub: _Subparsers, parents: Parents) -> None:
 
 
 def _mirroring_args(p: argparse.ArgumentParser) -> None:
+    _augment_arg(p)
+    _tta_arg(p, " the threshold is swept again on validation with the averaging")
+
+
+def _augment_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--augment",
         nargs="+",
@@ -427,7 +433,6 @@ def _mirroring_args(p: argparse.ArgumentParser) -> None:
         help="also train on mirrored copies of each training image (hflip, vflip; each copy is "
         "one more encoder call, cached); for targets with no preferred side, e.g. skin lesions",
     )
-    _tta_arg(p, " the threshold is swept again on validation with the averaging")
 
 
 def _tta_arg(p: argparse.ArgumentParser, more: str = "") -> None:

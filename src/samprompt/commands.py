@@ -214,6 +214,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         main_rank=distributed.is_main(),
         inputs=_inputs(args, "data", "checkpoint"),
+        augment=args.augment,
     )
     if report.scores is not None:
         scores = report.scores

@@ -20,7 +20,7 @@ from samprompt._version import __version__
 from samprompt.atomic import save_png_atomic, write_bytes_atomic
 from samprompt.baselines import UNetConfig, UNetSegmenter, load_unet_model, train_unet
 from samprompt.config import FinetuneConfig
-from samprompt.data.augment import check_flips
+from samprompt.data.augment import check_flips, with_flips
 from samprompt.data.sample import Dataset
 from samprompt.data.splits import train_val_test_split
 from samprompt.data.volumes import NiftiDataset, write_volume_masks
@@ -129,22 +129,25 @@ def finetune_and_report(
     progress: bool = True,
     main_rank: bool = True,
     inputs: Mapping[str, str | Path | None] | None = None,
+    augment: Sequence[str] = (),
 ) -> FinetuneReport:
     """Split 60/20/20, fine-tune, score the test split beside the mean-mask prior, and write the
     model folder with ``metrics.json``, ``summary.md`` and ``learning_curve.png``.
 
     ``inputs`` names the files and folders the run reads (``{"--data": path}``): ``out`` may not
-    overlap any of them (see :meth:`~samprompt.runs.RunFolder.claim`)."""
+    overlap any of them (see :meth:`~samprompt.runs.RunFolder.claim`). ``augment`` trains on the
+    training images plus their mirrored copies (:func:`~samprompt.data.with_flips`)."""
     parts = split_60_20_20(data, seed)
+    train = with_flips(parts.train, augment)
     folder = Path(out)
     if not main_rank:  # other torchrun ranks train and read the checkpoint, never write
         tuner = Finetuner(model, strategy, config, cache=cache, out_dir=folder, progress=False)
-        return FinetuneReport(tuner.fit(parts.train, parts.val, resume=resume), None, folder)
-    identity = Finetuner(model, strategy, config, cache=cache).run_identity(parts.train, parts.val)
+        return FinetuneReport(tuner.fit(train, parts.val, resume=resume), None, folder)
+    identity = Finetuner(model, strategy, config, cache=cache).run_identity(train, parts.val)
     with RunFolder.claim(folder, identity, overwrite=overwrite, inputs=inputs) as run:
         run.check_resumable(resume)
         tuner = Finetuner(model, strategy, config, cache=cache, out_dir=run, progress=progress)
-        result = tuner.fit(parts.train, parts.val, resume=resume)
+        result = tuner.fit(train, parts.val, resume=resume)
     plot_learning_curve([attrs.asdict(r) for r in result.history], run.path("learning_curve.png"))
     resolution = tuner.config.eval_resolution
     scores = score_with_prior(result.segmenter, parts.train, parts.test, resolution)
@@ -156,6 +159,7 @@ def finetune_and_report(
     notes = [
         *report_notes(model, strategy, resolution),
         f"best epoch {result.best_epoch}, threshold {result.threshold} (chosen on validation)",
+        *_mirroring_notes(augment, ()),
     ]
     write_metrics(run, metrics, "Fine-tuned SAM mask decoder: test split", notes)
     run.finish()
