@@ -314,6 +314,7 @@ def run_folds(
         root_identity = {**identity, "k": k, "seed": seed, "resolution": resolution}
         root_identity["data"] = dataset.fingerprint()
         folder = RunFolder.claim(out_dir, root_identity, overwrite=overwrite)
+    fold_fit = _mirrored(fit, augment, tta, resolution)
     with released_on_error(folder):
         results = []
         for i, split in enumerate(cv_splits(len(dataset), k, seed, dataset.groups)):
@@ -321,7 +322,6 @@ def run_folds(
                 continue
             fold_dir = folder.path(f"fold_{i}") if folder is not None else None
             train, val, test = _fold_parts(dataset, split, train_size, seed + i)
-            fold_fit = _mirrored(fit, augment, tta, resolution)
             results.append(_run_fold(i, train, val, test, fold_fit, fold_dir, resolution, identity))
             if on_fold is not None:
                 on_fold(i)
