@@ -31,6 +31,7 @@ from samprompt.metrics import summarize
 from samprompt.prompts.calls import refine_passes
 from samprompt.protocols import unet_cross_validate
 from samprompt.segmenter import SamSegmenter
+from samprompt.tta import FlipTTA
 
 ORACLE = {"perturbed-box", "combined"}
 
@@ -52,7 +53,21 @@ def _args() -> argparse.Namespace:
     )
     p.add_argument("--zero-shot", nargs="*", default=["mean-points", "perturbed-box", "learned"])
     p.add_argument("--no-unet", action="store_true")
+    p.add_argument("--augment", nargs="+", default=[], help="cv --augment for the fine-tuned runs")
+    p.add_argument("--tta", nargs="+", default=[], help="cv --tta for the fine-tuned runs")
     return p.parse_args()
+
+
+def _mirroring(args: argparse.Namespace) -> tuple[str, list[str], str]:
+    """Run-folder suffix, cv arguments and row label of --augment / --tta."""
+    suffix, extra, label = "", [], []
+    for option, flips, words in (("augment", args.augment, "mirrored training"),
+                                 ("tta", args.tta, "TTA")):  # fmt: skip
+        if flips:
+            suffix += f"_{option}-{'-'.join(flips)}"
+            extra += [f"--{option}", *flips]
+            label.append(f"{words} {'+'.join(flips)}")
+    return suffix, extra, f" ({', '.join(label)})" if label else ""
 
 
 def _cv(args: argparse.Namespace, out: Path, *extra: str) -> None:
@@ -66,37 +81,44 @@ def _fold_metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(run.glob("fold_*/metrics.json"))]
 
 
-def _rescore(run: Path, data: FolderDataset, cache: EmbeddingCache) -> dict[str, Any]:
-    """Each fold's saved model on its test fold at image size, and its decoder time per image."""
+def _rescore(
+    run: Path, data: FolderDataset, cache: EmbeddingCache, tta: list[str]
+) -> dict[str, Any]:
+    """Each fold's saved model on its test fold at image size, and its decoder time per image
+    (with ``tta``, averaged over the mirrorings: every copy's decoder time counts)."""
     f1_original, seconds, per_pass = [], [], []
     for metrics in _fold_metrics(run):
         ids = [row["id"] for row in metrics["per_image"]]
         test = data.subset([data.ids.index(i) for i in ids])
         folder = run / f"fold_{metrics['fold']}"
         segmenter = Finetuner.load(folder, cache=cache)
-        list(segmenter.predict_proba(test.subset([0])))  # warm-up: kernels chosen
+        model = FlipTTA(segmenter, tta) if tta else segmenter
+        list(model.predict_proba(test.subset([0])))  # warm-up: kernels chosen, mirrors embedded
         tick = time.perf_counter()
-        low = Evaluator("low").evaluate(segmenter, test, metrics["threshold"])
+        low = Evaluator("low").evaluate(model, test, metrics["threshold"])
         seconds.append((time.perf_counter() - tick) / len(test))
         if abs(low.f1_mean - metrics["f1_mean"]) > 1e-6:
             raise SystemExit(f"{folder}: rescored F1 {low.f1_mean} != saved {metrics['f1_mean']}")
         f1_original.append(
-            Evaluator("original").evaluate(segmenter, test, metrics["threshold"]).f1_mean
+            Evaluator("original").evaluate(model, test, metrics["threshold"]).f1_mean
         )
-        per_pass.append(_per_pass(segmenter, test, metrics["threshold"]))
+        per_pass.append(_per_pass(segmenter, model, test, metrics["threshold"]))
     row = {"f1_original": summarize(f1_original), "s_per_image": float(np.median(seconds))}
     if per_pass[0]:
         row["f1_per_pass"] = [summarize(list(f)) for f in zip(*per_pass, strict=True)]
     return row
 
 
-def _per_pass(segmenter: SamSegmenter, test: Dataset, threshold: float) -> list[float]:
-    """F1 (256 frame) after each pass of a refining strategy; empty for any other."""
+def _per_pass(
+    segmenter: SamSegmenter, model: SamSegmenter | FlipTTA, test: Dataset, threshold: float
+) -> list[float]:
+    """F1 (256 frame) of ``model`` (``segmenter``, or its average over mirrorings) after each pass
+    of a refining strategy; empty for any other."""
     passes = refine_passes(segmenter.strategy)
     scores = []
     for count in range(passes + 1) if passes else ():
         segmenter.passes = count
-        scores.append(Evaluator("low").evaluate(segmenter, test, threshold).f1_mean)
+        scores.append(Evaluator("low").evaluate(model, test, threshold).f1_mean)
     segmenter.passes = None
     return scores
 
@@ -124,16 +146,18 @@ def main() -> None:
         EmbeddingCache(args.cache, progress=False) if args.cache else EmbeddingCache(progress=False)
     )
     rows: dict[str, dict[str, Any]] = {}
+    suffix, mirroring, label = _mirroring(args)
     for spec in args.finetune:
         name, *params = spec.split(":")
-        run = args.out / "_".join(["finetune", name, *params, f"e{args.epochs}"])
-        print(f"fine-tuning {spec} ({args.epochs} epochs) in {run}", flush=True)
+        run = args.out / ("_".join(["finetune", name, *params, f"e{args.epochs}"]) + suffix)
+        print(f"fine-tuning {spec}{label} ({args.epochs} epochs) in {run}", flush=True)
         extra = [a for p in params for a in ("--prompt-param", p)]
-        _cv(args, run, "--prompt", name, *extra, "--epochs", str(args.epochs))
+        _cv(args, run, "--prompt", name, *extra, "--epochs", str(args.epochs), *mirroring)
         summary = json.loads((run / "metrics.json").read_text())
-        rows[f"fine-tuned, {spec}"] = {
+        rows[f"fine-tuned, {spec}{label}"] = {
             "f1_low": (summary["f1_mean"], summary["f1_std"]),
-            **_rescore(run, data, cache), "oracle": name in ORACLE, "epochs": args.epochs,
+            **_rescore(run, data, cache, args.tta), "oracle": name in ORACLE,
+            "epochs": args.epochs,
         }  # fmt: skip
     for name in args.zero_shot:
         for resolution in ("low", "original"):
