@@ -126,12 +126,16 @@ def _per_pass(
 def _unet_rows(args: argparse.Namespace, data: FolderDataset) -> dict[str, Any]:
     run = args.out / "unet"
     config = UNetConfig(epochs=args.unet_epochs, seed=args.seed)  # colour from the images
+    suffix, _, _ = _mirroring(args)
+    run = run.with_name(run.name + suffix)
     result = unet_cross_validate(
-        data, config, k=args.folds, seed=args.seed, out_dir=run, progress=False
-    )
+        data, config, k=args.folds, seed=args.seed, out_dir=run, progress=False,
+        augment=args.augment, tta=args.tta,
+    )  # fmt: skip
     f1_original = []
     for fold in result.folds:
-        model = load_unet_model(run / f"fold_{fold.fold}")
+        saved = load_unet_model(run / f"fold_{fold.fold}")
+        model = FlipTTA(saved, args.tta) if args.tta else saved
         test = data.subset([data.ids.index(r.id) for r in fold.test.per_image])
         f1_original.append(Evaluator("original").evaluate(model, test, fold.threshold).f1_mean)
     s = result.summary()
@@ -176,7 +180,7 @@ def main() -> None:
             "oracle": False, "epochs": 0,
         }  # fmt: skip
     if not args.no_unet:
-        rows["U-Net (colour, from scratch)"] = _unet_rows(args, data)
+        rows[f"U-Net (colour, from scratch){label}"] = _unet_rows(args, data)
     (args.out / "table.json").write_text(json.dumps(rows, indent=2))
     print(
         f"# {args.data}: {args.folds}-fold CV, seed {args.seed}, LiteMedSAM; mean ± std over folds"

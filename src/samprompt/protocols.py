@@ -510,9 +510,12 @@ def unet_cross_validate(
     overwrite: bool = False,
     on_fold: Callable[[int], None] | None = None,
     train_size: int | None = None,
+    augment: Sequence[str] = (),
+    tta: Sequence[str] = (),
 ) -> ProtocolResult:
     """The U-Net baseline (:func:`samprompt.baselines.train_unet`) on the same folds as
-    :func:`cross_validate` (same ``k`` and ``seed`` give the same splits)."""
+    :func:`cross_validate` (same ``k`` and ``seed`` give the same splits); ``augment`` and
+    ``tta`` as there, so that a comparison gives both models the same mirrored images."""
     unet_config = config or UNetConfig(seed=seed)
 
     def fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
@@ -535,4 +538,6 @@ def unet_cross_validate(
         overwrite=overwrite,
         on_fold=on_fold,
         train_size=train_size,
+        augment=augment,
+        tta=tta,
     )
