@@ -47,7 +47,6 @@ from samprompt.onnx_graphs import (
     LearnedPromptDecoder,
     PreprocessingEncoder,
     PromptedDecoder,
-    RefinePassDecoder,
 )
 from samprompt.prompts.calls import refine_passes
 from samprompt.prompts.prompt import Prompt
@@ -256,7 +255,10 @@ def _export_refine_pass(segmenter: SamSegmenter, path: Path, refine: Refine) -> 
     sam = segmenter.model.sam.cpu().eval()
     embeddings, size = _example_embeddings(sam)
     tokens = segmenter.tokens.cpu().eval() if segmenter.tokens is not None else None
-    graph = RefinePassDecoder(sam, logit(segmenter.threshold), segmenter.multimask_output, tokens)
+    graph = PromptedDecoder(
+        sam, logit(segmenter.threshold), segmenter.multimask_output, low_res_output=True,
+        tokens=tokens,
+    )  # fmt: skip
     coords, labels = _example_box_rows(int(sam.image_encoder.img_size))
     args: tuple[torch.Tensor, ...] = (embeddings, coords, labels, size)
     inputs = list(_PROMPT_INPUTS)

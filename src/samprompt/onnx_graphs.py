@@ -21,7 +21,6 @@ __all__ = [
     "LearnedPromptDecoder",
     "PreprocessingEncoder",
     "PromptedDecoder",
-    "RefinePassDecoder",
 ]
 
 #: The label of SAM's padding point (added after points when a prompt has no box).
@@ -42,7 +41,10 @@ class PromptedDecoder(nn.Module):
     """Prompt encoder + mask decoder + post-processing of one image, as one traceable module.
 
     Outputs ``logits`` and ``mask`` at the image's size, and with ``low_res_output`` also the
-    ``(1, 1, S, S)`` low-res logits a refinement pass starts from.
+    ``(1, 1, S, S)`` low-res logits a refinement pass starts from. With ``tokens`` (a learned
+    prompt) they follow every row's own prompt tokens, and their learned mask is the dense prompt
+    unless a ``mask_input`` is given: one refinement pass of ``refine``, whose rows are the
+    previous pass's boxes and whose ``mask_input`` is its low-res logits.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class PromptedDecoder(nn.Module):
         multimask_output: bool = False,
         *,
         low_res_output: bool = False,
+        tokens: PromptTokens | None = None,
     ) -> None:
         super().__init__()
         self.sam = sam
@@ -59,6 +62,7 @@ class PromptedDecoder(nn.Module):
         self.threshold_logit = float(threshold_logit)
         self.multimask_output = multimask_output
         self.low_res_output = low_res_output
+        self.tokens = tokens
 
     def _sparse(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         encoder = self.sam.prompt_encoder
@@ -97,9 +101,17 @@ class PromptedDecoder(nn.Module):
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
         orig_size: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
     ) -> DecoderOutputs:
         sparse = self._scaled_sparse(point_coords, point_labels, orig_size)
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense: torch.Tensor | None = None
+        if self.tokens is not None:
+            sparse = torch.cat([sparse, self.tokens.sparse_for(sparse.shape[0])], dim=1)
+            dense = self.tokens.dense_for(self.sam, 1)
+        if mask_input is not None:
+            dense = self.sam.prompt_encoder.mask_downscaling(mask_input)
+        if dense is None:
+            dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self._decode(image_embeddings, sparse, dense, orig_size)
 
 
@@ -115,51 +127,16 @@ class LearnedPromptDecoder(PromptedDecoder):
         *,
         low_res_output: bool = False,
     ) -> None:
-        super().__init__(sam, threshold_logit, multimask_output, low_res_output=low_res_output)
-        self.tokens = tokens
+        super().__init__(
+            sam, threshold_logit, multimask_output, low_res_output=low_res_output, tokens=tokens
+        )
+        self.learned = tokens
 
     def forward(  # type: ignore[override]
         self, image_embeddings: torch.Tensor, orig_size: torch.Tensor
     ) -> DecoderOutputs:
-        sparse = self.tokens.sparse_for(1)
-        dense = self.tokens.dense_for(self.sam, 1)
-        if dense is None:
-            dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return self._decode(image_embeddings, sparse, dense, orig_size)
-
-
-class RefinePassDecoder(PromptedDecoder):
-    """One refinement pass of ``refine``: the previous pass's boxes (label-coded rows, as for
-    :class:`PromptedDecoder`), optionally its low-res logits as SAM's ``mask_input``, and the
-    learned tokens (if the first strategy learned a prompt) after every row's own tokens.
-    Outputs ``logits``, ``mask`` and the ``low_res`` logits the next pass starts from."""
-
-    def __init__(
-        self,
-        sam: Sam,
-        threshold_logit: float,
-        multimask_output: bool,
-        tokens: PromptTokens | None,
-    ) -> None:
-        super().__init__(sam, threshold_logit, multimask_output, low_res_output=True)
-        self.tokens = tokens
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        orig_size: torch.Tensor,
-        mask_input: torch.Tensor | None = None,
-    ) -> DecoderOutputs:
-        sparse = self._scaled_sparse(point_coords, point_labels, orig_size)
-        rows = sparse.shape[0]
-        dense: torch.Tensor | None = None
-        if self.tokens is not None:
-            sparse = torch.cat([sparse, self.tokens.sparse_for(rows)], dim=1)
-            dense = self.tokens.dense_for(self.sam, 1)
-        if mask_input is not None:
-            dense = self.sam.prompt_encoder.mask_downscaling(mask_input)
+        sparse = self.learned.sparse_for(1)
+        dense = self.learned.dense_for(self.sam, 1)
         if dense is None:
             dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return self._decode(image_embeddings, sparse, dense, orig_size)
