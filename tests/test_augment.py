@@ -21,6 +21,7 @@ from samprompt import (
     LoadedSam,
     get_strategy,
 )
+from samprompt.baselines import UNetConfig, load_unet_model
 from samprompt.cli import FLIP_NAMES, main
 from samprompt.data import (
     FLIPS,
@@ -34,7 +35,7 @@ from samprompt.data import (
 )
 from samprompt.errors import ConfigError, RunFolderError
 from samprompt.frames import valid_shape
-from samprompt.protocols import FoldFit, cross_validate, run_folds
+from samprompt.protocols import FoldFit, cross_validate, run_folds, unet_cross_validate
 from samprompt.segmenter import MeanMaskPrior
 from samprompt.tta import FlipTTA
 from tests.conftest import count_encoder_calls
@@ -220,3 +221,18 @@ def test_finetune_trains_on_the_mirrored_copies(tmp_path: Path, cache: Embedding
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["data"]["train"]["n"] == 2 * metrics["split"]["train"]
     assert "mirrored copies (vflip)" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_the_unet_baseline_takes_the_same_mirroring(tmp_path: Path) -> None:
+    data = make_phantoms(10, 48, seed=9)
+    config = UNetConfig(epochs=1, channels=(4, 8), batch_size=4)
+    result = unet_cross_validate(data, config, k=5, folds=[0], out_dir=tmp_path / "u",
+                                 progress=False, augment=["vflip"], tta=["hflip"])  # fmt: skip
+    record = json.loads((tmp_path / "u" / "fold_0" / "run.json").read_text())
+    assert record["augment"] == ["vflip"] and record["tta"] == ["hflip"]
+    assert record["data"]["train"]["n"] == 6  # the originals; the copies are made inside the fit
+    fold = result.folds[0]
+    test = data.subset([data.ids.index(r.id) for r in fold.test.per_image])
+    model = FlipTTA(load_unet_model(tmp_path / "u" / "fold_0"), ["hflip"])
+    expected = Evaluator("low").evaluate(model, test, fold.threshold)
+    assert fold.test.f1_mean == pytest.approx(expected.f1_mean, abs=1e-6)
