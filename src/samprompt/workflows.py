@@ -214,14 +214,15 @@ def train_unet_and_report(
     return UNetReport(fitted.model, scores, run.root)
 
 
-def _mirroring_notes(augment: Sequence[str], tta: Sequence[str]) -> list[str]:
+def _mirroring_notes(
+    augment: Sequence[str], tta: Sequence[str], *, swept: bool = False
+) -> list[str]:
     notes = []
     if augment:
         notes.append(f"training images plus their mirrored copies ({', '.join(augment)})")
     if tta:
-        notes.append(
-            f"test-time averaging over {', '.join(tta)} (threshold swept with it on validation)"
-        )
+        how = "threshold swept with it on validation" if swept else "at the threshold reported"
+        notes.append(f"test-time averaging over {', '.join(tta)} ({how})")
     return notes
 
 
@@ -268,7 +269,7 @@ def cross_validate_and_report(
     notes = [
         *report_notes(model, strategy, result.to_dict()["resolution"]),
         "mean ± std over folds of the fold means",
-        *_mirroring_notes(augment, tta),
+        *_mirroring_notes(augment, tta, swept=True),
     ]
     if result.folder is not None:
         write_metrics(
