@@ -28,7 +28,7 @@ from samprompt.reproduce import PROMPT_TYPES, budget_settings
 
 
 def _args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--format", default="folder", help="dataset layout (as `samprompt cv`)")
     p.add_argument("--out", required=True, type=Path, help="root of the runs (resumable)")

@@ -51,7 +51,7 @@ FRAME = 256
 
 
 def _args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (images/ + masks/)")
     p.add_argument("--epochs", type=int, default=10, help="samprompt epochs (default 10)")
     p.add_argument("--peer-epochs", type=int, default=2, help="peer epochs (default 2)")

@@ -37,13 +37,13 @@ ORACLE = {"perturbed-box", "combined"}
 
 
 def _args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (images/ + masks/)")
     p.add_argument("--out", required=True, type=Path, help="root of the runs (resumable)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--unet-epochs", type=int, default=30)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--unet-epochs", type=int, default=30, help="U-Net epochs (default 30)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
     p.add_argument("--cache", default=None, help="embedding cache (default: the user cache)")
     p.add_argument(
         "--finetune",
@@ -51,8 +51,13 @@ def _args() -> argparse.Namespace:
         default=["mean-points", "learned", "refine", "perturbed-box"],
         help="strategies to fine-tune, NAME or NAME:KEY=VALUE:... (strategy parameters)",
     )
-    p.add_argument("--zero-shot", nargs="*", default=["mean-points", "perturbed-box", "learned"])
-    p.add_argument("--no-unet", action="store_true")
+    p.add_argument(
+        "--zero-shot",
+        nargs="*",
+        default=["mean-points", "perturbed-box", "learned"],
+        help="strategies to score with no training (give none to skip)",
+    )
+    p.add_argument("--no-unet", action="store_true", help="skip the colour U-Net")
     p.add_argument("--augment", nargs="+", default=[], help="cv --augment for the fine-tuned runs")
     p.add_argument("--tta", nargs="+", default=[], help="cv --tta for the fine-tuned runs")
     return p.parse_args()
