@@ -7,7 +7,8 @@ resolutions), the colour U-Net (``unet_cross_validate``) and the mean-mask floor
 every run). Each fine-tuned fold's saved model is then scored again at image size
 (``--resolution original``) on its own test fold, and timed on it with cached embeddings (the
 decoder's share: the encoder costs the same for every strategy and is timed once). Prints a
-Markdown table and writes ``table.json``.
+Markdown table and writes ``table.json`` (rows of earlier invocations on the same ``--out`` are
+kept, marked and dated).
 
     python benchmarks/prompt_strategies.py --data ../shared/data/ph2 --out /work/runs/ph2 \
         --epochs 10
@@ -186,7 +187,7 @@ def main() -> None:
         }  # fmt: skip
     if not args.no_unet:
         rows[f"U-Net (colour, from scratch){label}"] = _unet_rows(args, data)
-    (args.out / "table.json").write_text(json.dumps(rows, indent=2))
+    earlier = _merge_earlier(args.out / "table.json", rows)
     print(
         f"# {args.data}: {args.folds}-fold CV, seed {args.seed}, LiteMedSAM; mean ± std over folds"
     )
@@ -200,8 +201,28 @@ def main() -> None:
     for name, row in rows.items():
         low, orig = row["f1_low"], row["f1_original"]
         speed = f"{row['s_per_image']:.3f}" if "s_per_image" in row else "—"
-        print(f"| {name} | {'yes' if row['oracle'] else 'no'} | {row['epochs'] or '—'} | "
+        mark = " (*)" if name in earlier else ""
+        print(f"| {name}{mark} | {'yes' if row['oracle'] else 'no'} | {row['epochs'] or '—'} | "
               f"{low[0]:.3f} ± {low[1]:.3f} | {orig[0]:.3f} ± {orig[1]:.3f} | {speed} |")  # fmt: skip
+    if earlier:
+        print("(*) from an earlier invocation on the same --out (its date in table.json)")
+
+
+def _merge_earlier(path: Path, rows: dict[str, dict[str, Any]]) -> set[str]:
+    """Add this invocation's rows to ``table.json`` (same --out: same data and folds), keeping
+    the rows earlier invocations measured; returns the names of those kept rows."""
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    for row in rows.values():
+        row["measured"] = stamp
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    kept = {name: row for name, row in earlier.items() if name not in rows}
+    merged = {**kept, **rows}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    tmp.replace(path)
+    rows.clear()
+    rows.update(merged)
+    return set(kept)
 
 
 if __name__ == "__main__":
