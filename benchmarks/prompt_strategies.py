@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from samprompt import EmbeddingCache, Evaluator, Finetuner
+from samprompt.atomic import write_json_atomic
 from samprompt.baselines import UNetConfig, load_unet_model
 from samprompt.cli import main as cli
 from samprompt.data import Dataset, FolderDataset
@@ -187,7 +188,7 @@ def main() -> None:
         }  # fmt: skip
     if not args.no_unet:
         rows[f"U-Net (colour, from scratch){label}"] = _unet_rows(args, data)
-    earlier = _merge_earlier(args.out / "table.json", rows)
+    rows, earlier = _merge_earlier(args.out / "table.json", rows)
     print(
         f"# {args.data}: {args.folds}-fold CV, seed {args.seed}, LiteMedSAM; mean ± std over folds"
     )
@@ -208,21 +209,17 @@ def main() -> None:
         print("(*) from an earlier invocation on the same --out (its date in table.json)")
 
 
-def _merge_earlier(path: Path, rows: dict[str, dict[str, Any]]) -> set[str]:
-    """Add this invocation's rows to ``table.json`` (same --out: same data and folds), keeping
-    the rows earlier invocations measured; returns the names of those kept rows."""
+def _merge_earlier(
+    path: Path, rows: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """This invocation's rows, dated, added to those earlier invocations wrote to ``table.json``
+    (same --out: same data and folds); writes the union and returns it with the kept names."""
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    for row in rows.values():
-        row["measured"] = stamp
     earlier = json.loads(path.read_text()) if path.exists() else {}
     kept = {name: row for name, row in earlier.items() if name not in rows}
-    merged = {**kept, **rows}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    tmp.replace(path)
-    rows.clear()
-    rows.update(merged)
-    return set(kept)
+    merged = {**kept, **{name: {**row, "measured": stamp} for name, row in rows.items()}}
+    write_json_atomic(path, merged)
+    return merged, set(kept)
 
 
 if __name__ == "__main__":
