@@ -420,7 +420,8 @@ def _start(run: _Run) -> None:
     """Time the units of work, print the estimate, embed everything the run will need."""
     s = run.settings
     plan = _plan(run.data, run.test_data, run.model, run.control, run.cache, s)
-    run.log(f"{plan.line(capped=s.patience is not None)}; {torch.get_num_threads()} threads")
+    threads = torch.get_num_threads()
+    run.log(f"{plan.line(capped=s.patience is not None)}; {threads} thread{'s' * (threads != 1)}")
     run.bar = ProtocolProgress(plan, enabled=run.progress)
     with run.phase("embedding"), run.bar.step("embedding"):
         run.cache.embed(run.model, run.data, device=s.device)
