@@ -19,7 +19,7 @@ from monai.networks.nets import UNet
 from PIL import Image
 from safetensors.torch import load_file
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.atomic import save_safetensors_atomic, write_json_atomic
 from samprompt.config import FinetuneConfig, check_seed
 from samprompt.data.sample import Dataset, Sample, as_dataset
@@ -155,7 +155,7 @@ class UNetSegmenter:
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "kind": "unet",
-                "samprompt_version": __version__,
+                "samprompt_version": source_version(),
                 "weights_sha256": file_sha256(folder / "unet.safetensors"),
                 "threshold": self.threshold,
                 "config": config,

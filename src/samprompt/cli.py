@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TypeAlias
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.errors import SampromptError
 from samprompt.locations import default_cache_dir
 
@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"samprompt {__version__}")
+    parser.add_argument("--version", action="version", version=f"samprompt {source_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument(
         "--debug",

@@ -20,7 +20,7 @@ import attrs
 import numpy as np
 import torch
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.baselines import UNetConfig
 from samprompt.config import FinetuneConfig
 from samprompt.data.sample import Dataset, SampleList
@@ -320,7 +320,7 @@ def _figures(run: _Run, points: ProtocolResult) -> dict[str, str]:
 def _meta(run: _Run, dataset_name: str, seconds: float) -> ReproduceMeta:
     s, model = run.settings, run.model
     return ReproduceMeta(
-        samprompt_version=__version__,
+        samprompt_version=source_version(),
         dataset=dataset_name,
         n_images=len(run.data),
         test_dataset_images=len(run.test_data) if run.test_data is not None else None,

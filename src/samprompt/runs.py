@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.atomic import save_torch_atomic, write_json_atomic, write_text_atomic
 from samprompt.errors import CheckpointError, RunFolderError
 from samprompt.finite import first_non_finite
@@ -195,7 +195,11 @@ class RunFolder:
             _clear(root)
         status = _recorded_status(root, identity)
         if status == "new":
-            record = {**dict(identity), "samprompt_version": __version__, "written_by": "samprompt"}
+            record = {
+                **dict(identity),
+                "samprompt_version": source_version(),
+                "written_by": "samprompt",
+            }
             write_json_atomic(root / RUN_FILE, record)
         run = cls(root, identity, status)
         run._created = created
@@ -275,7 +279,10 @@ class RunFolder:
         self.path(CHECKPOINT).unlink(missing_ok=True)
         write_json_atomic(
             self.path(FINISHED),
-            {"samprompt_version": __version__, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            {
+                "samprompt_version": source_version(),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
         )
 
     def check_resumable(self, resume: bool) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.atomic import save_safetensors_atomic, write_json_atomic
 from samprompt.data.sample import Sample
 from samprompt.embeddings import EmbeddingCache
@@ -68,7 +68,7 @@ def save_sam_model(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": "sam",
-        "samprompt_version": __version__,
+        "samprompt_version": source_version(),
         "sam": {
             "family": model.family,
             "variant": model.variant,

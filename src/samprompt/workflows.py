@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from samprompt._version import __version__
+from samprompt._version import source_version
 from samprompt.atomic import save_png_atomic, write_bytes_atomic
 from samprompt.baselines import UNetConfig, UNetSegmenter, load_unet_model, train_unet
 from samprompt.config import FinetuneConfig
@@ -101,7 +101,7 @@ def report_notes(model: LoadedSam, strategy: PromptStrategy, resolution: str) ->
     notes.append(f"prompt strategy: {strategy.name}{oracle}")
     where = "256x256 low-res frame" if resolution == "low" else "original image size"
     notes.append(f"evaluation resolution: {where}")
-    notes.append(f"samprompt {__version__}")
+    notes.append(f"samprompt {source_version()}")
     return notes
 
 
