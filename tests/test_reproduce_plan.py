@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,14 @@ import pytest
 from samprompt import EmbeddingCache, load_sam
 from samprompt.cli import build_parser, main
 from samprompt.commands import _budget_overrides
-from samprompt.data import make_phantoms, write_folder_dataset
+from samprompt.data import Dataset, make_phantoms, write_folder_dataset
 from samprompt.errors import ConfigError
 from samprompt.reproduce import BUDGETS, ReproduceSettings
 from samprompt.reproduce_plan import (
     ProtocolProgress,
     UnitCosts,
     Workload,
+    _encode_seconds,
     format_duration,
     probe_costs,
 )
@@ -148,3 +150,24 @@ def test_estimate_prints_the_cost_and_leaves_out_alone(
         assert phase in line
     assert "cross-dataset" not in line  # no --test-data
     assert not out.exists()
+
+
+class _SlowFirstCall:
+    """A cache whose first encoder call carries a one-time set-up (like exporting the ONNX
+    encoder) and whose later calls are quick."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def missing(self, model: object, data: Dataset) -> list[int]:
+        return list(range(len(data)))
+
+    def embed(self, model: object, data: Dataset) -> None:
+        self.calls += 1
+        time.sleep(0.5 if self.calls == 1 else 0.0)
+
+
+def test_encoding_cost_leaves_out_one_time_set_up() -> None:
+    cache = _SlowFirstCall()
+    seconds = _encode_seconds(None, cache, None, make_phantoms(3, 32))  # type: ignore[arg-type]
+    assert cache.calls == 2 and seconds < 0.25
