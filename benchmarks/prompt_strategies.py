@@ -7,8 +7,8 @@ resolutions), the colour U-Net (``unet_cross_validate``) and the mean-mask floor
 every run). Each fine-tuned fold's saved model is then scored again at image size
 (``--resolution original``) on its own test fold, and timed on it with cached embeddings (the
 decoder's share: the encoder costs the same for every strategy and is timed once). Prints a
-Markdown table and writes ``table.json`` (rows of earlier invocations on the same ``--out`` are
-kept, marked and dated).
+Markdown table and writes ``table.json``, updated as each fine-tuned row is measured (rows of
+earlier invocations on the same ``--out`` are kept, marked and dated).
 
     python benchmarks/prompt_strategies.py --data ../shared/data/ph2 --out /work/runs/ph2 \
         --epochs 10
@@ -170,6 +170,7 @@ def main() -> None:
             **_rescore(run, data, cache, args.tta), "oracle": name in ORACLE,
             "epochs": args.epochs,
         }  # fmt: skip
+        _merge_earlier(args.out / "table.json", rows)  # each row kept as soon as it is measured
     for name in args.zero_shot:
         for resolution in ("low", "original"):
             run = args.out / f"zero-shot_{name}_{resolution}"
