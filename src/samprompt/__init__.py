@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from samprompt._version import __version__
 
 if TYPE_CHECKING:
+    from samprompt.allocator import keep_freed_memory
     from samprompt.config import FinetuneConfig
     from samprompt.data.sample import Dataset, Sample
     from samprompt.embeddings import EmbeddingCache
@@ -71,6 +72,7 @@ _EXPORTS = {
     "MeanMaskPrior": "samprompt.segmenter",
     "SamSegmenter": "samprompt.segmenter",
     "Segmenter": "samprompt.segmenter",
+    "keep_freed_memory": "samprompt.allocator",
 }
 
 __all__ = [
@@ -103,6 +105,7 @@ __all__ = [
     "TrainingDivergedError",
     "__version__",
     "get_strategy",
+    "keep_freed_memory",
     "list_strategies",
     "load_sam",
 ]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 from samprompt._version import source_version
+from samprompt.allocator import keep_freed_memory
 from samprompt.errors import SampromptError
 from samprompt.locations import default_cache_dir
 
@@ -635,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     debug = args.debug or os.environ.get("SAMPROMPT_DEBUG", "") not in ("", "0")
+    keep_freed_memory()
     try:
         commands = importlib.import_module("samprompt.commands")
         code: int = getattr(commands, args.handler)(args)
