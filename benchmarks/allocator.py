@@ -1,6 +1,7 @@
 """What ``samprompt.keep_freed_memory()`` (applied by the command line) changes on a CPU: the
-seconds per decoder training image-step, per evaluated image and per U-Net image-step that
-``samprompt reproduce`` probes for its estimate, with glibc's default allocator and with freed
+seconds per image of the torch image encoder (into an empty cache), and per decoder training
+image-step, per evaluated image and per U-Net image-step that ``samprompt reproduce`` probes for
+its estimate, with glibc's default allocator and with freed
 memory kept, each in fresh processes, alternating; plus the page faults and system time.
 
     python benchmarks/allocator.py --data ../shared/data/montgomery --threads 1
@@ -16,7 +17,7 @@ import subprocess
 import sys
 
 PROBE = """
-import json, resource, sys, warnings
+import json, resource, sys, tempfile, time, warnings
 import torch
 from samprompt import EmbeddingCache, RandomWeightsWarning, keep_freed_memory, load_sam
 from samprompt.data import FolderDataset, make_phantoms
@@ -27,17 +28,22 @@ torch.set_num_threads(int(threads))
 applied = keep_freed_memory() if keep == "1" else False
 model = load_sam(checkpoint)
 data = FolderDataset(data_dir).subset(range(40)) if data_dir else make_phantoms(40, 256, seed=0)
+fresh = EmbeddingCache(tempfile.mkdtemp(), progress=False)  # torch encoder, nothing cached
+fresh.embed(model, data.subset([0]))  # warm-up
+tick = time.perf_counter()
+fresh.embed(model, data.subset(range(1, 5)))
+encode_s = (time.perf_counter() - tick) / 4
 cache = EmbeddingCache(cache_dir, progress=False)
 probe_costs(model, data, cache, batch_size=8)  # warm-up: embeddings cached, code paths loaded
 before = resource.getrusage(resource.RUSAGE_SELF)
 costs = probe_costs(model, data, cache, batch_size=8)
 after = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"applied": applied, "train_s": costs.train_s, "eval_s": costs.eval_s,
+print(json.dumps({"applied": applied, "encode_s": encode_s, "train_s": costs.train_s, "eval_s": costs.eval_s,
     "unet_s": costs.unet_s, "faults": after.ru_minflt - before.ru_minflt,
     "sys_s": after.ru_stime - before.ru_stime}))
 """
 
-KEYS = ("train_s", "eval_s", "unet_s", "faults", "sys_s")
+KEYS = ("encode_s", "train_s", "eval_s", "unet_s", "faults", "sys_s")
 
 
 def _args() -> argparse.Namespace:
