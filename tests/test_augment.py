@@ -40,7 +40,11 @@ from samprompt.segmenter import MeanMaskPrior
 from samprompt.tta import FlipTTA
 from tests.conftest import count_encoder_calls
 
-MIRROR = {"hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1]}
+MIRROR = {
+    "hflip": lambda a: a[:, ::-1],
+    "vflip": lambda a: a[::-1],
+    "transpose": lambda a: np.stack([a[:, j] for j in range(a.shape[1])]),  # column j -> row j
+}
 
 
 @settings(max_examples=30, deadline=None)
@@ -118,6 +122,17 @@ def test_tta_averages_the_mirrored_answers_mirrored_back() -> None:
     np.testing.assert_allclose(both[0][:, : w // 2], (1 + 0 + 1) / 3)
     for sample, p in zip(data, FlipTTA(Brightness(), FLIPS).predict_proba(data), strict=True):
         np.testing.assert_allclose(p, sample.image / 255, rtol=1e-6)  # equivariant: unchanged
+
+
+@pytest.mark.parametrize("resolution", ["original", "low"])
+def test_tta_transposes_a_tall_image_back_to_its_own_shape(resolution: str) -> None:
+    data = make_phantoms(1, (40, 26), seed=4)
+    (p,) = list(FlipTTA(LeftHalf(), ["transpose"]).predict_proba(data, resolution=resolution))
+    h, w = (40, 26) if resolution == "original" else valid_shape(40, 26, 256)
+    expected = np.zeros((h, w))
+    expected[:, : w // 2] += 1
+    expected[: h // 2, :] += 1  # the transposed image's left half is the original's top half
+    np.testing.assert_allclose(p, expected / 2)
 
 
 def test_tta_masks_use_its_threshold() -> None:

