@@ -134,6 +134,10 @@ def test_reproduce_quick_is_resumable_and_consistent(
     }
     assert marker.with_name("metrics.json") in finished
     assert len(finished) >= 6  # zero-shot folds, grid, first fine-tuned fold
+    # the killed invocation's wall time was saved up to its last finished fold
+    killed = json.loads((out / "wall_time.json").read_text())
+    assert killed["invocations"] == 1 and killed["complete"] is True
+    assert {"embedding", "zero-shot", "lr x wd grid", "fine-tuning"} <= set(killed["phases_s"])
     rerun = _reproduce(data, out, "--test-data", str(test_data), "--compare-patience", "1")
     assert main(rerun) == 0  # in this process
     for path, mtime in finished.items():
@@ -150,6 +154,13 @@ def test_reproduce_quick_is_resumable_and_consistent(
     # sub-run, so the rerun read them all from the first run's cache.
     assert results["meta"]["encoder_calls"] == 0
     assert set(results["cross_dataset"]) == {"box", "points", "both"}
+    timing = results["timing"]
+    assert timing["invocations"] == 2 and timing["all_timed"] is True
+    for phase, seconds in killed["phases_s"].items():  # the two invocations added up
+        assert timing["all_phases_s"][phase] == pytest.approx(
+            seconds + timing["phases_s"].get(phase, 0.0)
+        )
+    assert f"over 2 invocations: {sum(timing['all_phases_s'].values()):.0f} s" in printed
 
 
 @pytest.mark.realdata

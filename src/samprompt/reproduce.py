@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import ConfigError, RandomWeightsWarning
 from samprompt.finetune import Finetuner
 from samprompt.model import LoadedSam, load_sam
+from samprompt.phase_clock import PhaseClock
 from samprompt.plugins import get_strategy
 from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
 from samprompt.report import plot_learning_curve, plot_overlays
@@ -56,6 +57,9 @@ __all__ = [
 
 #: The paper's prompt types and the strategies that implement them.
 PROMPT_TYPES: dict[str, str] = {"box": "perturbed-box", "points": "mean-points", "both": "combined"}
+
+#: The run folder's record of wall time per phase over every invocation (:class:`PhaseClock`).
+WALL_TIME = "wall_time.json"
 
 
 #: What each ``--budget`` changes in the paper's protocol (:class:`ReproduceSettings`'s
@@ -155,13 +159,14 @@ class _Run:
     cache: EmbeddingCache
     progress: bool
     log: Callable[[str], None]
+    clock: PhaseClock
     control: LoadedSam | None = None
     bar: ProtocolProgress | None = None
-    phases: dict[str, float] = attrs.field(factory=dict)
     trained: list[ProtocolResult] = attrs.field(factory=list)
 
     def ticker(self, prefix: str) -> Callable[[int], None]:
-        """``on_fold`` for a sub-run: advances the protocol's bar by each finished fold."""
+        """``on_fold`` for a sub-run: advances the protocol's bar by each finished fold and saves
+        the wall-time record."""
         last = [time.perf_counter()]
 
         def tick(fold: int) -> None:
@@ -169,17 +174,13 @@ class _Run:
             if self.bar is not None:
                 self.bar.done(f"{prefix}/fold_{fold}", now - last[0])
             last[0] = now
+            self.clock.save()
 
         return tick
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Add the block's wall time to phase ``name``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Add the block's wall time to phase ``name`` (this invocation's and the run's)."""
+        return self.clock.phase(name)
 
     def sub(self, *parts: str) -> Path:
         """A sub-run's folder inside the reproduction folder."""
@@ -449,7 +450,8 @@ def run_reproduce(
     data, test_data = _quick_subsets(data, test_data, s)
     folder = _claim(data, test_data, model, s)
     cache = cache or EmbeddingCache(folder.path("cache"), progress=progress)
-    run = _Run(data, test_data, model, s, folder, cache, progress, log, _control_model(s))
+    clock = PhaseClock.resume(folder.path(WALL_TIME), started_before=folder.status == "same")
+    run = _Run(data, test_data, model, s, folder, cache, progress, log, clock, _control_model(s))
     _start(run)
     zero_shot, grid = _zero_shot(run), _grid(run, _base_config(s))
     chosen = max(grid, key=lambda g: (g.val_f1, -g.lr, -g.weight_decay))
@@ -471,7 +473,7 @@ def run_reproduce(
         early_stopping=_early_rows(finetuned, cross),
         figures=_figures(run, finetuned["points"]),
         meta=_meta(run, dataset_name, time.perf_counter() - tick),
-        timing=Timing.of(run.trained, run.phases, time.perf_counter() - tick),
+        timing=Timing.of(run.trained, run.clock, time.perf_counter() - tick),
         control=control,
         control_checkpoint=s.control if control is not None else None,
     )

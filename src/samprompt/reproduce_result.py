@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from samprompt.metrics import Scores, summarize
+from samprompt.phase_clock import PhaseClock
 from samprompt.protocols import ProtocolResult
 
 __all__ = [
@@ -134,33 +135,53 @@ class EarlyStopRow:
 
 @attrs.frozen
 class Timing:
-    """Wall time of this invocation per phase, and the training throughput of the whole run."""
+    """Wall time per phase of this invocation and of all invocations on the run folder together
+    (:class:`~samprompt.phase_clock.PhaseClock`), and the training throughput of the whole run.
+
+    ``all_timed`` is False when invocations before the first timed one worked on the folder:
+    ``all_phases_s`` then leaves their time out.
+    """
 
     total_s: float
     phases_s: dict[str, float]
     training_image_steps: int
     training_s: float
     image_steps_per_s: float | None
+    all_phases_s: dict[str, float] = attrs.field(factory=dict)
+    invocations: int = 1
+    all_timed: bool = True
 
     @classmethod
-    def of(cls, trained: list[ProtocolResult], phases: dict[str, float], total: float) -> Timing:
+    def of(cls, trained: list[ProtocolResult], clock: PhaseClock, total: float) -> Timing:
         """Image-steps and training seconds as recorded per epoch by every fine-tuning fold (so
         folds reused from an earlier invocation still count)."""
         steps = sum(len(f.history) * len(f.train_ids) for r in trained for f in r.folds)
         seconds = sum(float(h["seconds"]) for r in trained for f in r.folds for h in f.history)
         rate = steps / seconds if seconds > 0 else None
-        return cls(total, dict(phases), steps, seconds, rate)
+        return cls(
+            total, dict(clock.spent), steps, seconds, rate, clock.totals(), clock.invocations,
+            clock.complete,
+        )  # fmt: skip
 
     def line(self) -> str:
         """One line: total and per-phase wall time, and the training throughput."""
-        phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.phases_s.items())
-        speed = (
-            f"; training {self.training_image_steps} image-steps in {self.training_s:.0f} s "
-            f"({self.image_steps_per_s:.1f}/s, validation included)"
-            if self.image_steps_per_s
-            else ""
-        )
-        return f"wall time {self.total_s:.0f} s ({phases}){speed}"
+        line = f"wall time {self.total_s:.0f} s ({_phases(self.phases_s)})"
+        if self.invocations > 1:
+            untimed = "" if self.all_timed else ", the earliest not timed"
+            line += (
+                f"; over {self.invocations} invocations{untimed}: "
+                f"{sum(self.all_phases_s.values()):.0f} s ({_phases(self.all_phases_s)})"
+            )
+        if self.image_steps_per_s:
+            line += (
+                f"; training {self.training_image_steps} image-steps in {self.training_s:.0f} s "
+                f"({self.image_steps_per_s:.1f}/s, validation included)"
+            )
+        return line
+
+
+def _phases(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
 
 
 @attrs.frozen
