@@ -32,7 +32,7 @@ from samprompt.phase_clock import PhaseClock
 from samprompt.plugins import get_strategy
 from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
 from samprompt.report import plot_learning_curve, plot_overlays
-from samprompt.reproduce_plan import Plan, ProtocolProgress, Workload, probe_costs
+from samprompt.reproduce_plan import Plan, ProtocolProgress, UnitCosts, Workload, probe_costs
 from samprompt.reproduce_report import early_stop_line, render_report
 from samprompt.reproduce_result import (
     EarlyStopRow,
@@ -381,9 +381,11 @@ def _plan(
     control: LoadedSam | None,
     cache: EmbeddingCache,
     s: ReproduceSettings,
+    costs: UnitCosts | None = None,
 ) -> Plan:
-    """Time one unit of each kind of work here, then cost every step of the protocol."""
-    costs = probe_costs(
+    """Time one unit of each kind of work here (unless ``costs`` are given), then cost every
+    step of the protocol."""
+    costs = costs or probe_costs(
         model, data, cache, batch_size=s.batch_size, control=control, test_data=test_data
     )
     workload = Workload(
@@ -410,11 +412,13 @@ def estimate_reproduce(
     *,
     test_data: Dataset | None = None,
     cache: EmbeddingCache,
+    costs: UnitCosts | None = None,
 ) -> Plan:
     """What :func:`run_reproduce` would cost here, without running it or touching
-    ``settings.out`` (the probe embeds a few images into ``cache``)."""
+    ``settings.out`` (the probe embeds a few images into ``cache``; ``costs`` given: no probe,
+    these unit costs)."""
     data, test_data = _quick_subsets(data, test_data, settings)
-    return _plan(data, test_data, model, _control_model(settings), cache, settings)
+    return _plan(data, test_data, model, _control_model(settings), cache, settings, costs)
 
 
 def _start(run: _Run) -> None:

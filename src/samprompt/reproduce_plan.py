@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolProgress",
     "UnitCosts",
     "Workload",
+    "fit_seconds",
     "format_duration",
     "probe_costs",
 ]
@@ -54,6 +55,13 @@ class UnitCosts:
     eval_s: float
     unet_s: float
     control_encode_s: float = 0.0
+
+
+def fit_seconds(costs: UnitCosts, epochs: int, train: int, val: int, test: int) -> float:
+    """One fine-tuning's cost: ``epochs`` of training steps and validation, then the threshold
+    sweep on validation and the test scoring."""
+    per_epoch = train * costs.train_s + val * costs.eval_s
+    return epochs * per_epoch + (val + test) * costs.eval_s
 
 
 @attrs.frozen
@@ -114,10 +122,6 @@ class Workload:
         test = self.n // self.folds
         return self.n - 2 * test, test, test
 
-    def _fit_s(self, costs: UnitCosts, epochs: int, train: int, val: int, test: int) -> float:
-        per_epoch = train * costs.train_s + val * costs.eval_s
-        return epochs * per_epoch + (val + test) * costs.eval_s
-
     def plan(self, costs: UnitCosts) -> Plan:
         """Every step, in the order :func:`~samprompt.reproduce.run_reproduce` runs them."""
         train, val, test = self._fold_sizes()
@@ -130,9 +134,9 @@ class Workload:
             for label in self.zero_shot
             for i in folds
         ]
-        grid_s = self._fit_s(costs, self.grid_epochs, train, val, test)
+        grid_s = fit_seconds(costs, self.grid_epochs, train, val, test)
         steps += [PlanStep("grid", f"grid/{label}/fold_0", grid_s) for label in self.grid]
-        fit_s = self._fit_s(costs, self.epochs, train, val, test)
+        fit_s = fit_seconds(costs, self.epochs, train, val, test)
         steps += [
             PlanStep("fine-tuning", f"finetune/{label}/fold_{i}", fit_s)
             for label in self.finetune
@@ -142,12 +146,12 @@ class Workload:
         steps += [PlanStep("U-Net", f"unet/fold_{i}", unet_s) for i in folds]
         if self.control_epochs is not None:
             encode = self.n * costs.control_encode_s
-            control_s = self._fit_s(costs, self.control_epochs, train, val, test)
+            control_s = fit_seconds(costs, self.control_epochs, train, val, test)
             steps += [PlanStep("control", f"control/fold_{i}", control_s) for i in folds]
             steps[0] = attrs.evolve(steps[0], seconds=steps[0].seconds + encode)
         if self.n_test:
             cross_train, cross_val = self.n - self.n // 5, self.n // 5
-            cross_s = self._fit_s(costs, self.epochs, cross_train, cross_val, self.n_test)
+            cross_s = fit_seconds(costs, self.epochs, cross_train, cross_val, self.n_test)
             steps += [
                 PlanStep("cross-dataset", f"cross/{label}", cross_s) for label in self.finetune
             ]
