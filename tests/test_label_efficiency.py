@@ -83,3 +83,28 @@ def test_cli_refuses_a_size_above_the_training_split(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "6 images at most; size 50" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_unet_only_call_is_reused_by_a_later_call_with_both(
+    tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
+) -> None:
+    data = make_phantoms(9, 48, seed=3)
+    config = FinetuneConfig(epochs=1, batch_size=4, lr=1e-3, thresholds=(0.5,))
+    unet = UNetConfig(epochs=1, batch_size=4)
+    kwargs = {"k": 3, "cache": cache, "progress": False}
+    first = label_efficiency(
+        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, sam=False,
+        **kwargs,
+    )  # fmt: skip
+    assert [r.method for r in first] == ["U-Net"] and not (tmp_path / "sam_2").exists()
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "unet_2").glob("fold_*/metrics.json")}
+    both = label_efficiency(
+        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, **kwargs
+    )
+    assert [r.method.split(",")[0] for r in both] == ["SAM decoder", "U-Net"]
+    assert both[1] == first[0]
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # not retrained
+    with pytest.raises(ConfigError, match="nothing to run"):
+        label_efficiency(
+            data, tiny, get_strategy("mean-points"), config, [2], tmp_path, sam=False, **kwargs
+        )

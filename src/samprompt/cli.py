@@ -496,6 +496,11 @@ def _add_label_efficiency(sub: _Subparsers, parents: Parents) -> None:
         "--unet-epochs", type=int, default=30, help="U-Net epochs on the full split (default 30)"
     )
     p.add_argument("--no-unet", action="store_true", help="the SAM decoder only")
+    p.add_argument(
+        "--no-sam",
+        action="store_true",
+        help="the U-Net only (a later call without it reuses the finished sub-runs of --out)",
+    )
     p.add_argument("--out", required=True, help="output folder (resumable)")
     p.set_defaults(handler="cmd_label_efficiency")
 

@@ -267,9 +267,9 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
         else UNetConfig(epochs=args.unet_epochs, seed=args.seed, device=args.device)
     )
     rows = label_efficiency(
-        data, model, strategy, _config(args), args.sizes, args.out, unet=unet, k=args.folds,
-        seed=args.seed, max_epochs=args.max_epochs, cache=_cache(args), progress=not args.quiet,
-        overwrite=args.overwrite,
+        data, model, strategy, _config(args), args.sizes, args.out, unet=unet,
+        sam=not args.no_sam, k=args.folds, seed=args.seed, max_epochs=args.max_epochs,
+        cache=_cache(args), progress=not args.quiet, overwrite=args.overwrite,
     )  # fmt: skip
     for row in rows:
         print(f"{row.method}, {row.images} images: F1 {row.f1[0]:.4f} ± {row.f1[1]:.4f}")

@@ -79,6 +79,7 @@ def label_efficiency(
     out: str | Path,
     *,
     unet: UNetConfig | None = None,
+    sam: bool = True,
     k: int = 5,
     seed: int = 0,
     max_epochs: int = 100,
@@ -87,18 +88,26 @@ def label_efficiency(
     overwrite: bool = False,
 ) -> list[LabelEfficiencyRow]:
     """Both methods at every size (None: the full training split); writes ``out/table.md``,
-    ``out/results.json`` and ``out/label_efficiency.png``. ``unet=None`` skips the U-Net;
-    ``overwrite`` redoes sub-runs that hold other settings (else they are refused)."""
+    ``out/results.json`` and ``out/label_efficiency.png``. ``unet=None`` skips the U-Net and
+    ``sam=False`` the SAM decoder (the table then covers this call's rows; a later call with both
+    reuses every finished sub-run of ``out``); ``overwrite`` redoes sub-runs that hold other
+    settings (else they are refused)."""
+    if not sam and unet is None:
+        raise ConfigError("nothing to run: both the SAM decoder and the U-Net are switched off")
     root = Path(out)
     full = len(data) - 2 * (len(data) // k)
     rows = []
     for size in _sizes(sizes, full):
-        epochs = scaled_epochs(config.epochs, full, size, max_epochs)
-        sam_run = cross_validate(
-            data, model, strategy, config.replace(epochs=epochs), k=k, seed=seed, cache=cache,
-            out_dir=root / f"sam_{size}", progress=progress, train_size=size, overwrite=overwrite,
-        )  # fmt: skip
-        rows.append(LabelEfficiencyRow.of(f"SAM decoder, {strategy.name}", size, epochs, sam_run))
+        if sam:
+            epochs = scaled_epochs(config.epochs, full, size, max_epochs)
+            sam_run = cross_validate(
+                data, model, strategy, config.replace(epochs=epochs), k=k, seed=seed, cache=cache,
+                out_dir=root / f"sam_{size}", progress=progress, train_size=size,
+                overwrite=overwrite,
+            )  # fmt: skip
+            rows.append(
+                LabelEfficiencyRow.of(f"SAM decoder, {strategy.name}", size, epochs, sam_run)
+            )
         if unet is not None:
             unet_epochs = scaled_epochs(unet.epochs, full, size, max_epochs)
             unet_run = unet_cross_validate(
