@@ -98,6 +98,7 @@ def test_unet_only_call_is_reused_by_a_later_call_with_both(
     )  # fmt: skip
     assert [r.method for r in first] == ["U-Net"] and not (tmp_path / "sam_2").exists()
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "unet_2").glob("fold_*/metrics.json")}
+    assert len(stamp) == 3
     both = label_efficiency(
         data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, **kwargs
     )
