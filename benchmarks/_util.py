@@ -57,6 +57,15 @@ def timed(fn: Callable[[], object], device: str, repeat: int = 3, warmup: int = 
     return statistics.median(times)
 
 
+def matmul_peak(device: str, dtype: torch.dtype) -> float:
+    """GFLOP/s of one large square matrix product: the practical peak the step is measured against."""
+    n = 4096 if device.startswith("cuda") or dtype == torch.float32 else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, repeat=3 if device.startswith("cuda") else 1)
+    return 2 * n**3 / seconds / 1e9
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

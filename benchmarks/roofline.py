@@ -8,21 +8,12 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from _util import parser, setup, step_inputs, sync, table, timed
+from _util import matmul_peak, parser, setup, step_inputs, sync, table, timed
 from monai.losses import DiceFocalLoss
 from torch.utils.flop_counter import FlopCounterMode
 
 from samprompt import Prompt
 from samprompt.decoder import decode_low_res
-
-
-def matmul_peak(device: str, dtype: torch.dtype) -> float:
-    """GFLOP/s of one large square matrix product: the practical peak the step is measured against."""
-    n = 4096 if device.startswith("cuda") or dtype == torch.float32 else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, device, repeat=3 if device.startswith("cuda") else 1)
-    return 2 * n**3 / seconds / 1e9
 
 
 def official_logits(
