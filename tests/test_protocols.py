@@ -8,7 +8,8 @@ import pytest
 
 from samprompt import EmbeddingCache, FinetuneConfig, LoadedSam, get_strategy
 from samprompt.data import FolderDataset, make_phantoms
-from samprompt.protocols import cross_dataset, cross_validate, zero_shot
+from samprompt.evaluate import EvalResult, ImageScore
+from samprompt.protocols import FoldResult, ProtocolResult, cross_dataset, cross_validate, zero_shot
 from tests.conftest import count_encoder_calls, shared_dataset
 
 
@@ -65,6 +66,26 @@ def test_zero_shot_and_cross_dataset_run(tiny: LoadedSam, cache: EmbeddingCache)
     )
     assert [r.id for r in cd.folds[0].test.per_image] == other.ids
     assert 0.0 <= cd.summary()["f1_mean"] <= 1.0
+
+
+def _fold(fold: int, f1: list[float]) -> FoldResult:
+    rows = tuple(ImageScore(f"{fold}-{i}", v, v / 2) for i, v in enumerate(f1))
+    prior = tuple(ImageScore(r.id, r.f1 / 4, r.iou / 4) for r in rows)
+    result = EvalResult(rows, 0.5, "low")
+    return FoldResult(fold, result, EvalResult(prior, 0.5, "low"), 0.5, (), ())
+
+
+def test_one_fold_summary_spreads_over_its_images_and_several_over_fold_means() -> None:
+    single = ProtocolResult("cross-dataset", (_fold(0, [0.9, 0.5, 0.7, 0.8]),)).summary()
+    f1 = np.array([0.9, 0.5, 0.7, 0.8])
+    assert single["f1_mean"] == pytest.approx(f1.mean())
+    assert single["f1_std"] == pytest.approx(f1.std()) and single["f1_std"] > 0
+    assert single["iou_std"] == pytest.approx((f1 / 2).std())
+    assert single["prior_f1_std"] == pytest.approx((f1 / 4).std())
+    folds = (_fold(0, [0.9, 0.5]), _fold(1, [0.6, 0.6]))
+    several = ProtocolResult("cross-validation", folds).summary()
+    assert several["f1_mean"] == pytest.approx(np.mean([0.7, 0.6]))
+    assert several["f1_std"] == pytest.approx(np.std([0.7, 0.6]))
 
 
 @pytest.mark.realdata

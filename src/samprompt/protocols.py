@@ -94,7 +94,7 @@ class FoldResult:
 @attrs.frozen
 class ProtocolResult:
     """Folds of a protocol and their aggregate: mean ± std over folds of the fold means (as the
-    paper reports), plus every per-image row."""
+    paper reports; over the test images when there is one fold), plus every per-image row."""
 
     name: str
     folds: tuple[FoldResult, ...]
@@ -108,7 +108,13 @@ class ProtocolResult:
         return summarize(values)
 
     def summary(self) -> dict[str, float]:
-        """``f1_mean``, ``f1_std``, ``iou_mean``, ``iou_std`` over folds, and the prior's."""
+        """``f1_mean``, ``f1_std``, ``iou_mean``, ``iou_std`` over folds, and the prior's.
+
+        With a single fold (a hold-out or cross-dataset test) the spread is over that fold's test
+        images: a spread over one fold would read 0 whatever the scores."""
+        if len(self.folds) == 1:
+            only = self.folds[0]
+            return {**only.test.scores.to_dict(), **only.prior.scores.to_dict("prior_")}
         f1, iou = self._over_folds("f1_mean"), self._over_folds("iou_mean")
         pf1, piou = self._over_folds("f1_mean", True), self._over_folds("iou_mean", True)
         return {

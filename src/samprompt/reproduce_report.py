@@ -59,7 +59,8 @@ def _header(result: ReproduceResult) -> list[str]:
         f"evaluation resolution: {meta.resolution}",
         "- **oracle**: box prompts (`box`, `both`) come from the ground-truth mask at test time, "
         "as in the paper; point prompts never read the test mask",
-        f"- image-encoder calls: {meta.encoder_calls} (one per distinct image at most)",
+        f"- image-encoder calls in the last invocation: {meta.encoder_calls} (one per distinct "
+        "image at most; images an earlier invocation encoded come from the cache)",
         f"- samprompt {meta.samprompt_version}; {result.timing.line()}",
         "",
     ]
@@ -135,6 +136,9 @@ def _cross_dataset(result: ReproduceResult) -> list[str]:
     rows = [[k, _pm(v.scores, "f1"), _pm(v.scores, "iou")] for k, v in result.cross_dataset.items()]
     return [
         "## Cross-dataset (paper Tables 5/6)",
+        "",
+        "One model per prompt, trained on the whole first dataset (train / validation split) and "
+        "tested on every image of the second: mean ± std over those test images.",
         "",
         markdown_table(["prompt", "F1", "IoU"], rows),
         "",
