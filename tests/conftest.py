@@ -73,12 +73,8 @@ def cache(tmp_path: Path) -> EmbeddingCache:
     return EmbeddingCache(tmp_path / "cache", progress=False)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def every_written_model_json_follows_the_schema(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[None]:
-    """After the session, validate every model.json any test wrote against the published schema."""
-    yield
+def assert_model_jsons_follow_the_schema(root: Path) -> None:
+    """Validate every samprompt ``model.json`` under ``root`` against the published schema."""
     import json
 
     import jsonschema
@@ -86,7 +82,7 @@ def every_written_model_json_follows_the_schema(
     from samprompt.saved import SCHEMA_PATH
 
     schema = json.loads(SCHEMA_PATH.read_text())
-    for path in tmp_path_factory.getbasetemp().rglob("model.json"):
+    for path in root.rglob("model.json"):
         if "broken" in path.parts:  # tests that break model.json on purpose
             continue
         meta = json.loads(path.read_text())
@@ -95,3 +91,19 @@ def every_written_model_json_follows_the_schema(
                 jsonschema.validate(meta, schema)
             except jsonschema.ValidationError as exc:
                 raise AssertionError(f"{path}: {exc.message}") from exc
+
+
+@pytest.fixture(autouse=True)
+def every_model_json_a_test_wrote_follows_the_schema(tmp_path: Path) -> Iterator[None]:
+    """Check the test's own folder before pytest deletes it (``tmp_path_retention_policy``)."""
+    yield
+    assert_model_jsons_follow_the_schema(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_model_json_a_shared_fixture_wrote_follows_the_schema(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Folders of module- and session-scoped fixtures live until the session ends."""
+    yield
+    assert_model_jsons_follow_the_schema(tmp_path_factory.getbasetemp())
