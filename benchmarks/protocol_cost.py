@@ -24,7 +24,7 @@ def naive_calls(n: int, s: ReproduceSettings, cross_test: int = 0) -> int:
     zero_shot = len(PROMPT_TYPES) * k * (val + test)
     grid = len(s.lrs) * len(s.weight_decays) * (per_fit(s.grid_epochs or s.epochs) + test)
     finetune = len(PROMPT_TYPES) * k * (per_fit(s.epochs) + test)
-    cross = len(PROMPT_TYPES) * (per_fit(s.epochs) + cross_test) if cross_test else 0
+    cross = len(PROMPT_TYPES) * k * cross_test  # every fold model scores the other dataset
     return zero_shot + grid + finetune + cross
 
 

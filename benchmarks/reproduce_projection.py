@@ -33,7 +33,7 @@ PHASES = {  # reproduce's phase names and the sub-folders whose folds belong to 
     "fine-tuning": "finetune/*/fold_*",
     "U-Net": "unet/fold_*",
     "control": "control/fold_*",
-    "cross-dataset": "cross_dataset/*",
+    "cross-dataset": "cross_dataset_folds/*/fold_*",
 }
 
 
@@ -57,6 +57,8 @@ def _fold_seconds(record: dict[str, Any], phase: str, costs: UnitCosts) -> tuple
         return steps * costs.unet_s, steps
     if phase == "zero-shot":
         return (val + test) * costs.eval_s, 0
+    if phase == "cross-dataset":  # a fine-tuned fold model scoring the other dataset
+        return test * costs.eval_s, 0
     return fit_seconds(costs, len(history), train, val, test), len(history) * train
 
 

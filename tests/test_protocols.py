@@ -3,13 +3,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
+import torch
 
 from samprompt import EmbeddingCache, FinetuneConfig, LoadedSam, get_strategy
 from samprompt.data import FolderDataset, make_phantoms
+from samprompt.errors import ConfigError
 from samprompt.evaluate import EvalResult, ImageScore
-from samprompt.protocols import FoldResult, ProtocolResult, cross_dataset, cross_validate, zero_shot
+from samprompt.protocols import (
+    FoldResult,
+    ProtocolResult,
+    cross_dataset,
+    cross_dataset_folds,
+    cross_validate,
+    zero_shot,
+)
+from samprompt.saved import load_sam_model
 from tests.conftest import count_encoder_calls, shared_dataset
 
 
@@ -66,6 +77,48 @@ def test_zero_shot_and_cross_dataset_run(tiny: LoadedSam, cache: EmbeddingCache)
     )
     assert [r.id for r in cd.folds[0].test.per_image] == other.ids
     assert 0.0 <= cd.summary()["f1_mean"] <= 1.0
+
+
+def test_cross_dataset_folds_scores_each_saved_fold_model_on_the_other_set(
+    tiny: LoadedSam, cache: EmbeddingCache, tmp_path: Path
+) -> None:
+    data, other = make_phantoms(8, 64, seed=9), make_phantoms(5, (48, 80), seed=10)
+    config = FinetuneConfig(epochs=1, lr=1e-3, thresholds=(0.5, 0.6), eval_resolution="original")
+    strategy = get_strategy("mean-points")
+    source = cross_validate(
+        data, tiny, strategy, config, k=4, cache=cache, out_dir=tmp_path / "cv", progress=False
+    )
+    before = {k: v.clone() for k, v in tiny.sam.mask_decoder.state_dict().items()}
+    calls = count_encoder_calls(tiny)
+    cross = cross_dataset_folds(
+        source, data, other, tiny, cache=cache, out_dir=tmp_path / "cross", progress=False
+    )
+    assert [f.fold for f in cross.folds] == [0, 1, 2, 3] and cross.name == "cross-dataset"
+    for fold, trained in zip(cross.folds, source.folds, strict=True):
+        assert fold.threshold == trained.threshold and fold.train_ids == trained.train_ids
+        # independently: the saved fold model's masks, scored by numpy at each image's size
+        saved = load_sam_model(tmp_path / "cv" / f"fold_{fold.fold}", cache=cache)
+        masks = dict(saved.predict_masks(other))
+        dice = [
+            2 * (masks[s.id] & s.mask).sum() / (masks[s.id].sum() + s.mask.sum()) for s in other
+        ]
+        assert [r.id for r in fold.test.per_image] == other.ids
+        assert fold.test.f1_mean == pytest.approx(np.mean(dice), abs=1e-6)
+    means = [f.test.f1_mean for f in cross.folds]
+    assert cross.summary()["f1_mean"] == pytest.approx(np.mean(means))
+    assert cross.summary()["f1_std"] == pytest.approx(np.std(means))
+    after = tiny.sam.mask_decoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the base decoder is restored
+    assert calls[0] == 5  # the other set's images, once
+    again = cross_dataset_folds(
+        source, data, other, tiny, cache=cache, out_dir=tmp_path / "cross", progress=False
+    )
+    assert calls[0] == 5 and again.summary() == cross.summary()  # read back, not recomputed
+    unsaved = attrs.evolve(source, folder=None)
+    with pytest.raises(ConfigError, match="run it with out_dir"):
+        cross_dataset_folds(unsaved, data, other, tiny, cache=cache, progress=False)
+    with pytest.raises(ConfigError, match="images this dataset lacks"):
+        cross_dataset_folds(source, other, other, tiny, cache=cache, progress=False)
 
 
 def _fold(fold: int, f1: list[float]) -> FoldResult:

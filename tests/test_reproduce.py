@@ -61,9 +61,8 @@ def check_report_matches_results(out: Path) -> dict:
     assert results["meta"]["sha256"] in report and "oracle" in report
     # throughput counted from the runs' own records: epochs trained x training images per fold
     steps = 0
-    trained = [out / "control", *out.glob("grid/*"), *out.glob("finetune/*")]
-    for folder in [*trained, *out.glob("cross_dataset/*")]:
-        for fold in [folder] if (folder / "history.json").exists() else folder.glob("fold_*"):
+    for folder in [out / "control", *out.glob("grid/*"), *out.glob("finetune/*")]:
+        for fold in folder.glob("fold_*"):
             record = json.loads((fold / "metrics.json").read_text())
             steps += len(record["history"]) * len(record["train_ids"])
     timing = results["timing"]
@@ -71,6 +70,7 @@ def check_report_matches_results(out: Path) -> dict:
     assert timing["total_s"] >= sum(timing["phases_s"].values()) * 0.999
     assert f"{timing['training_image_steps']} image-steps" in report
     check_early_stopping_rows(out, results, report)
+    check_cross_dataset_rows(out, results)
     for path in results["figures"].values():
         assert f"]({path})" in report
         width, height = Image.open(out / path).size
@@ -81,19 +81,13 @@ def check_report_matches_results(out: Path) -> dict:
 def check_early_stopping_rows(out: Path, results: dict, report: str) -> None:
     """Each early-stopping row against its folds' own records, and the report against it."""
     early = results["early_stopping"]
-    expected = {f"fine-tuned {k}" for k in results["finetuned"]}
-    expected |= {f"cross-dataset {k}" for k in results["cross_dataset"]}
-    assert set(early) == expected
+    assert set(early) == {f"fine-tuned {k}" for k in results["finetuned"]}
     for name, row in early.items():
-        kind, label = name.split(" ", 1)
-        if kind == "fine-tuned":
-            paths = sorted((out / "finetune" / label).glob("fold_*/metrics.json"))
-            summary = results["finetuned"][label]
-        else:
-            paths = [out / "cross_dataset" / label / "metrics.json"]
-            summary = results["cross_dataset"][label]
+        label = name.removeprefix("fine-tuned ")
+        paths = sorted((out / "finetune" / label).glob("fold_*/metrics.json"))
+        summary = results["finetuned"][label]
         folds = [json.loads(path.read_text()) for path in paths]
-        fold_means = [f["f1_mean"] for f in folds]  # the row spreads over folds, even one
+        fold_means = [f["f1_mean"] for f in folds]
         assert row["f1_fixed"] == pytest.approx([np.mean(fold_means), np.std(fold_means)])
         assert row["f1_fixed"][0] == pytest.approx(summary["f1_mean"])
         stops = [f["early_stop"] for f in folds]
@@ -108,6 +102,29 @@ def check_early_stopping_rows(out: Path, results: dict, report: str) -> None:
             f"| {name} | {format_pm(*row['f1_fixed'])} | {format_pm(*row['f1_early'])} | " in report
         )
         assert f"{row['f1_difference']:+.4f}" in report
+
+
+def check_cross_dataset_rows(out: Path, results: dict) -> None:
+    """Each cross-dataset row: the fine-tuned fold models of its prompt type (same thresholds,
+    same training images, no training of their own) on every test image, mean ± std over them."""
+    for label, row in results["cross_dataset"].items():
+        paths = sorted((out / "cross_dataset_folds" / label).glob("fold_*/metrics.json"))
+        folds = [json.loads(path.read_text()) for path in paths]
+        trained = [
+            json.loads(path.read_text())
+            for path in sorted((out / "finetune" / label).glob("fold_*/metrics.json"))
+        ]
+        assert len(folds) == len(trained) > 1
+        for fold, source in zip(folds, trained, strict=True):
+            assert (fold["threshold"], fold["train_ids"]) == (
+                source["threshold"],
+                source["train_ids"],
+            )
+            assert (
+                fold["history"] == [] and fold["n_images"] == results["meta"]["test_dataset_images"]
+            )
+        means = [f["f1_mean"] for f in folds]
+        assert (row["f1_mean"], row["f1_std"]) == pytest.approx((np.mean(means), np.std(means)))
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from samprompt.data.sample import Dataset, as_dataset
 from samprompt.data.splits import Split, cv_splits, nested_subset, train_val_test_split
 from samprompt.early_stopping import EarlyStopOutcome
 from samprompt.embeddings import EmbeddingCache
+from samprompt.errors import ConfigError
 from samprompt.evaluate import DEFAULT_THRESHOLDS, EvalResult, Evaluator, eval_result_from_dict
 from samprompt.finetune import Finetuner
 from samprompt.metrics import summarize
@@ -29,6 +30,7 @@ from samprompt.prompts.calls import fit_strategy
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.run_identity import describe_model, describe_strategy
 from samprompt.runs import RunFolder, released_on_error
+from samprompt.saved import load_sam_model, read_model_json
 from samprompt.segmenter import MeanMaskPrior, SamSegmenter, Segmenter
 from samprompt.tta import FlipTTA
 
@@ -37,6 +39,7 @@ __all__ = [
     "FoldResult",
     "ProtocolResult",
     "cross_dataset",
+    "cross_dataset_folds",
     "cross_validate",
     "run_folds",
     "unet_cross_validate",
@@ -502,6 +505,79 @@ def cross_dataset(
         "test_size": len(test),
     }
     return ProtocolResult("cross-dataset", (fold,), meta)
+
+
+def cross_dataset_folds(
+    source: ProtocolResult,
+    train_dataset: Dataset | Sequence[Any],
+    test_dataset: Dataset | Sequence[Any],
+    model: LoadedSam,
+    *,
+    cache: EmbeddingCache | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    on_fold: Callable[[int], None] | None = None,
+) -> ProtocolResult:
+    """Cross-dataset test without training again: every fold model of a fine-tuned
+    cross-validation on ``train_dataset`` (``source``, run with ``out_dir``, which saved them)
+    scored on all of ``test_dataset`` at the threshold its own validation chose, beside the
+    mean-mask prior of its own training images. The summary is mean ± std over the fold models,
+    so the spread is that of training runs, as in the cross-validation itself.
+
+    ``out_dir`` is reused only by the same fold models and test data; ``model`` is the base
+    checkpoint the folds were trained from (its decoder is restored afterwards).
+    """
+    if source.folder is None:
+        raise ConfigError(
+            f"cross_dataset_folds needs the fold models of {source.name!r}: run it with out_dir"
+        )
+    data, test = as_dataset(train_dataset), as_dataset(test_dataset)
+    cache = cache or EmbeddingCache(progress=progress)
+    model_dirs = [source.folder.path(f"fold_{fold.fold}") for fold in source.folds]
+    weights = [read_model_json(path)["weights_sha256"] for path in model_dirs]
+    identity = {"protocol": "cross-dataset folds", "model": describe_model(model)}
+    folder = None
+    if out_dir is not None:
+        root = {**identity, "weights": weights, "test": test.fingerprint()}
+        folder = RunFolder.claim(out_dir, root)
+    initial = copy.deepcopy(model.sam.mask_decoder.state_dict())
+    results = []
+    try:
+        with released_on_error(folder):
+            for fold, model_dir, sha in zip(source.folds, model_dirs, weights, strict=True):
+                train, val = (_by_ids(data, ids) for ids in (fold.train_ids, fold.val_ids))
+                fit = _saved_fit(model_dir, model, cache, fold.threshold)
+                fold_dir = folder.path(f"fold_{fold.fold}") if folder is not None else None
+                fold_id, res = {**identity, "weights": sha}, fold.test.resolution
+                results.append(_run_fold(fold.fold, train, val, test, fit, fold_dir, res, fold_id))
+                if on_fold is not None:
+                    on_fold(fold.fold)
+    finally:
+        model.sam.mask_decoder.load_state_dict(initial)
+    meta = {**source.meta, "train_size": len(data), "test_size": len(test)}
+    result = ProtocolResult("cross-dataset", tuple(results), meta, folder)
+    if folder is not None:
+        folder.write_json("metrics.json", result.to_dict())
+    return result
+
+
+def _by_ids(data: Dataset, ids: Sequence[str]) -> Dataset:
+    index = {ident: i for i, ident in enumerate(data.ids)}
+    missing = [ident for ident in ids if ident not in index]
+    if missing:
+        raise ConfigError(
+            f"the fold models were trained on images this dataset lacks: {', '.join(missing[:3])}"
+        )
+    return data.subset([index[ident] for ident in ids])
+
+
+def _saved_fit(model_dir: Path, model: LoadedSam, cache: EmbeddingCache, threshold: float) -> FitFn:
+    """A "fit" that loads the fold model saved in ``model_dir`` instead of training one."""
+
+    def fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
+        return FoldFit(load_sam_model(model_dir, model, cache=cache), threshold)
+
+    return fit
 
 
 def unet_cross_validate(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,12 @@ from samprompt.finetune import Finetuner
 from samprompt.model import LoadedSam, load_sam
 from samprompt.phase_clock import PhaseClock
 from samprompt.plugins import get_strategy
-from samprompt.protocols import ProtocolResult, cross_dataset, cross_validate, unet_cross_validate
+from samprompt.protocols import (
+    ProtocolResult,
+    cross_dataset_folds,
+    cross_validate,
+    unet_cross_validate,
+)
 from samprompt.report import plot_learning_curve, plot_overlays
 from samprompt.reproduce_plan import Plan, ProtocolProgress, UnitCosts, Workload, probe_costs
 from samprompt.reproduce_report import early_stop_line, render_report
@@ -276,29 +281,20 @@ def _control(run: _Run, config: FinetuneConfig) -> SummaryRow | None:
     return SummaryRow.of(result, seconds=training_seconds(result))
 
 
-def _cross_dataset(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResult]:
+def _cross_dataset(run: _Run, finetuned: dict[str, ProtocolResult]) -> dict[str, ProtocolResult]:
+    """Each prompt type's fold models, scored on all of the second dataset (no training)."""
     cross: dict[str, ProtocolResult] = {}
     if run.test_data is None:
         return cross
-    for label, name in PROMPT_TYPES.items():
-        run.log(f"[cross-dataset] {label}")
-        with run.phase("cross-dataset"), _bar_step(run, f"cross/{label}"):
-            cross[label] = cross_dataset(
-                run.data, run.test_data, run.model, get_strategy(name), config,
-                seed=run.settings.seed, cache=run.cache, out_dir=run.sub("cross_dataset", label),
-                progress=run.progress,
+    for label, folds in finetuned.items():
+        run.log(f"[cross-dataset] {label}: its {len(folds.folds)} fold models on the test data")
+        with run.phase("cross-dataset"):
+            cross[label] = cross_dataset_folds(
+                folds, run.data, run.test_data, run.model, cache=run.cache,
+                out_dir=run.sub("cross_dataset_folds", label), progress=run.progress,
+                on_fold=run.ticker(f"cross/{label}"),
             )  # fmt: skip
-        run.trained.append(cross[label])
     return cross
-
-
-@contextmanager
-def _bar_step(run: _Run, key: str) -> Iterator[None]:
-    if run.bar is None:
-        yield
-        return
-    with run.bar.step(key):
-        yield
 
 
 def training_seconds(result: ProtocolResult) -> float:
@@ -462,7 +458,7 @@ def run_reproduce(
     config = _base_config(s).replace(lr=chosen.lr, weight_decay=chosen.weight_decay)
     finetuned = _finetune(run, config)
     unet, control = _unet(run), _control(run, config)
-    cross = _cross_dataset(run, config)
+    cross = _cross_dataset(run, finetuned)
     if run.bar is not None:
         run.bar.close()
     result = ReproduceResult(
@@ -473,8 +469,8 @@ def run_reproduce(
         sweep={k: SweepRow.table(v) for k, v in finetuned.items()},
         unet=unet,
         prior=SummaryRow.of(finetuned["points"]).prior,
-        cross_dataset={k: SummaryRow.of(v, training_seconds(v)) for k, v in cross.items()},
-        early_stopping=_early_rows(finetuned, cross),
+        cross_dataset={k: SummaryRow.of(v) for k, v in cross.items()},
+        early_stopping=_early_rows(finetuned),
         figures=_figures(run, finetuned["points"]),
         meta=_meta(run, dataset_name, time.perf_counter() - tick),
         timing=Timing.of(run.trained, run.clock, time.perf_counter() - tick),
@@ -485,13 +481,10 @@ def run_reproduce(
     return result
 
 
-def _early_rows(
-    finetuned: dict[str, ProtocolResult], cross: dict[str, ProtocolResult]
-) -> dict[str, EarlyStopRow]:
+def _early_rows(finetuned: dict[str, ProtocolResult]) -> dict[str, EarlyStopRow]:
     return {
-        f"{kind} {label}": row
-        for kind, runs in (("fine-tuned", finetuned), ("cross-dataset", cross))
-        for label, result in runs.items()
+        f"fine-tuned {label}": row
+        for label, result in finetuned.items()
         if (row := EarlyStopRow.of(result)) is not None
     }
 

@@ -149,11 +149,11 @@ class Workload:
             control_s = fit_seconds(costs, self.control_epochs, train, val, test)
             steps += [PlanStep("control", f"control/fold_{i}", control_s) for i in folds]
             steps[0] = attrs.evolve(steps[0], seconds=steps[0].seconds + encode)
-        if self.n_test:
-            cross_train, cross_val = self.n - self.n // 5, self.n // 5
-            cross_s = fit_seconds(costs, self.epochs, cross_train, cross_val, self.n_test)
+        if self.n_test:  # each fine-tuned fold model scores every test image; no training
             steps += [
-                PlanStep("cross-dataset", f"cross/{label}", cross_s) for label in self.finetune
+                PlanStep("cross-dataset", f"cross/{label}/fold_{i}", self.n_test * costs.eval_s)
+                for label in self.finetune
+                for i in folds
             ]
         return Plan(tuple(steps))
 

@@ -137,8 +137,9 @@ def _cross_dataset(result: ReproduceResult) -> list[str]:
     return [
         "## Cross-dataset (paper Tables 5/6)",
         "",
-        "One model per prompt, trained on the whole first dataset (train / validation split) and "
-        "tested on every image of the second: mean ± std over those test images.",
+        "Each prompt type's fold models of the cross-validation above, each tested on every "
+        "image of the second dataset at the threshold its own validation chose (no training on "
+        "the second): mean ± std over the fold models.",
         "",
         markdown_table(["prompt", "F1", "IoU"], rows),
         "",
