@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import attrs
 from _util import parser, setup, table
 
 from samprompt import EmbeddingCache, keep_freed_memory, load_sam
@@ -45,6 +46,14 @@ def _args() -> Any:
     p.add_argument("--test-data", default=None, help="the run's --test-data")
     p.add_argument("--test-format", default="folder", choices=sorted(FORMATS))
     p.add_argument("--encoder-backend", default="onnxruntime", choices=["torch", "onnxruntime"])
+    p.add_argument(
+        "--unit-costs",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="price with these unit costs, e.g. the '# unit costs' line of an earlier run on a "
+        'quiet machine as {"encode_s": 0.78, "train_s": 0.144, ...}, instead of timing them now',
+    )
     return p.parse_args()
 
 
@@ -86,12 +95,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:  # an empty cache: encoding is priced too
         cache = EmbeddingCache(root, progress=False, backend=args.encoder_backend)
         control = load_sam(settings.control or "random:tiny", seed=settings.seed)
-        costs = probe_costs(model, data, cache, control=control, test_data=test_data)
+        if args.unit_costs is not None:
+            costs = UnitCosts(**args.unit_costs)
+        else:
+            costs = probe_costs(model, data, cache, control=control, test_data=test_data)
         cache = EmbeddingCache(Path(root) / "empty", progress=False, backend=args.encoder_backend)
         plan = estimate_reproduce(
             data, model, settings, test_data=test_data, cache=cache, costs=costs
         )
-    print(f"# unit costs: {costs}")
+    given = " (given, not timed now)" if args.unit_costs is not None else ""
+    print(f"# unit costs{given}: {json.dumps(attrs.asdict(costs))}")
     rows = _projection(args.run, costs, len(data), len(test_data) if test_data else 0)
     capped = plan.by_phase()
     table(
