@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ import torch
 
 from samprompt import LoadedSam, Prompt, RandomWeightsWarning, get_strategy, load_sam
 from samprompt.data import low_res_target, make_phantoms
+from samprompt.errors import SampromptError
 
 warnings.simplefilter("ignore", RandomWeightsWarning)
 
@@ -24,6 +26,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return p
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; a bad input (missing data folder, bad checkpoint ...) ends in
+    one line naming it, as the ``samprompt`` command does, not a traceback."""
+    try:
+        main()
+    except SampromptError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def setup(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from _util import run_main
 
 from samprompt import EmbeddingCache, load_sam
 from samprompt.commands import FORMATS
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

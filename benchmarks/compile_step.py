@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _util import parser, setup, step_inputs, table, timed
+from _util import parser, run_main, setup, step_inputs, table, timed
 from monai.losses import DiceFocalLoss
 
 from samprompt.decoder import _decode_rows, _prompt_rows, _sparse_embeddings
@@ -70,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

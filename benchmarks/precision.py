@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from _util import parser, setup, table
+from _util import parser, run_main, setup, table
 
 from samprompt import EmbeddingCache, Evaluator, FinetuneConfig, Finetuner, get_strategy, load_sam
 from samprompt.data import make_phantoms
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

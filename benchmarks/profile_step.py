@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _util import parser, setup
+from _util import parser, run_main, setup
 from monai.losses import DiceFocalLoss
 
 from samprompt import get_strategy, load_sam
@@ -47,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _util import run_main
 
 from samprompt import EmbeddingCache, Evaluator, Finetuner
 from samprompt.atomic import write_json_atomic
@@ -224,4 +225,4 @@ def _merge_earlier(
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from _util import parser, setup, table
+from _util import parser, run_main, setup, table
 
 from samprompt import load_sam
 from samprompt.data import make_phantoms
@@ -62,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

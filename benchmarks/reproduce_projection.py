@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from _util import parser, setup, table
+from _util import parser, run_main, setup, table
 
 from samprompt import EmbeddingCache, keep_freed_memory, load_sam
 from samprompt.commands import FORMATS
@@ -126,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

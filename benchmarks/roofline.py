@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from _util import matmul_peak, parser, setup, step_inputs, sync, table, timed
+from _util import matmul_peak, parser, run_main, setup, step_inputs, sync, table, timed
 from monai.losses import DiceFocalLoss
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -120,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
