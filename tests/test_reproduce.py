@@ -71,6 +71,14 @@ def check_report_matches_results(out: Path) -> dict:
     assert f"{timing['training_image_steps']} image-steps" in report
     check_early_stopping_rows(out, results, report)
     check_cross_dataset_rows(out, results)
+    unet_history = [
+        epoch
+        for path in out.glob("unet/fold_*/metrics.json")
+        for epoch in json.loads(path.read_text())["history"]
+    ]  # training time as the folds recorded it, also when a later invocation read them back
+    unet_s = sum(epoch["seconds"] for epoch in unet_history)
+    assert results["unet"]["seconds"] == pytest.approx(unet_s) and unet_s > 0
+    assert f"U-Net (MONAI, from scratch, {unet_s:.0f} s training)" in report
     for path in results["figures"].values():
         assert f"]({path})" in report
         width, height = Image.open(out / path).size
@@ -181,6 +189,9 @@ def test_reproduce_quick_is_resumable_and_consistent(
             seconds + timing["phases_s"].get(phase, 0.0)
         )
     assert f"over 2 invocations: {sum(timing['all_phases_s'].values()):.0f} s" in printed
+    assert main(rerun) == 0  # a third invocation reads every sub-run back
+    again = check_report_matches_results(out)
+    assert again["unet"] == results["unet"] and again["cross_dataset"] == results["cross_dataset"]
 
 
 @pytest.mark.realdata

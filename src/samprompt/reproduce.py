@@ -254,7 +254,6 @@ def _finetune(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResult]:
 def _unet(run: _Run) -> SummaryRow:
     s = run.settings
     run.log(f"[U-Net] {s.folds} folds x {s.unet_epochs} epochs")
-    tick = time.perf_counter()
     with run.phase("U-Net"):
         unet = unet_cross_validate(
             run.data,
@@ -265,7 +264,7 @@ def _unet(run: _Run) -> SummaryRow:
             progress=run.progress,
             on_fold=run.ticker("unet"),
         )
-    return SummaryRow.of(unet, seconds=time.perf_counter() - tick)
+    return SummaryRow.of(unet, seconds=training_seconds(unet))  # as recorded, resumes included
 
 
 def _control(run: _Run, config: FinetuneConfig) -> SummaryRow | None:

@@ -39,16 +39,13 @@ def early_stop_line(rows: Mapping[str, EarlyStopRow]) -> str:
 
 def _header(result: ReproduceResult) -> list[str]:
     meta = result.meta
-    if meta.random_weights:
-        first = (
-            f"**These numbers are not meaningful: SAM has RANDOM weights ({meta.checkpoint}).** "
-            "They show that the pipeline runs, not how good SAM is."
-        )
-    else:
-        first = f"SAM checkpoint `{meta.checkpoint}`."
-    return [
-        first,
+    warning = [
+        f"**These numbers are not meaningful: SAM has RANDOM weights ({meta.checkpoint}).** "
+        "They show that the pipeline runs, not how good SAM is.",
         "",
+    ]
+    return [
+        *(warning if meta.random_weights else []),
         f"# Reproduction report: {meta.dataset}",
         "",
         f"- checkpoint: `{meta.checkpoint}` (SAM {meta.variant}, sha256 `{meta.sha256}`)",
@@ -184,7 +181,7 @@ def _comparison(result: ReproduceResult) -> list[str]:
     unet: SummaryRow = result.unet
     rows = [
         row("mean-mask prior (floor)", result.prior),
-        row(f"U-Net (MONAI, from scratch, {unet.seconds or 0:.0f} s CPU)", unet.scores),
+        row(f"U-Net (MONAI, from scratch, {unet.seconds or 0:.0f} s training)", unet.scores),
     ]
     if result.control is not None:
         rows.append(
