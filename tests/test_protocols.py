@@ -20,6 +20,7 @@ from samprompt.protocols import (
     cross_validate,
     zero_shot,
 )
+from samprompt.runs import RunFolder
 from samprompt.saved import load_sam_model
 from tests.conftest import count_encoder_calls, shared_dataset
 
@@ -117,6 +118,10 @@ def test_cross_dataset_folds_scores_each_saved_fold_model_on_the_other_set(
     unsaved = attrs.evolve(source, folder=None)
     with pytest.raises(ConfigError, match="run it with out_dir"):
         cross_dataset_folds(unsaved, data, other, tiny, cache=cache, progress=False)
+    assert source.folder is not None
+    flipped = RunFolder(source.folder.root, {**source.folder.identity, "tta": ["hflip"]}, "same")
+    with pytest.raises(ConfigError, match="test-time flips"):
+        cross_dataset_folds(attrs.evolve(source, folder=flipped), data, other, tiny, cache=cache)
     with pytest.raises(ConfigError, match="images this dataset lacks"):
         cross_dataset_folds(source, other, other, tiny, cache=cache, progress=False)
 

@@ -531,6 +531,11 @@ def cross_dataset_folds(
         raise ConfigError(
             f"cross_dataset_folds needs the fold models of {source.name!r}: run it with out_dir"
         )
+    if source.folder.identity.get("tta"):
+        raise ConfigError(
+            f"{source.folder.root}: its folds were scored with test-time flips (tta), which the "
+            "saved fold models do not hold; cross_dataset_folds scores the decoders alone"
+        )
     data, test = as_dataset(train_dataset), as_dataset(test_dataset)
     cache = cache or EmbeddingCache(progress=progress)
     model_dirs = [source.folder.path(f"fold_{fold.fold}") for fold in source.folds]
