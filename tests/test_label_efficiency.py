@@ -13,7 +13,8 @@ from samprompt.baselines import UNetConfig
 from samprompt.cli import main
 from samprompt.data import make_phantoms, nested_subset, write_folder_dataset
 from samprompt.errors import ConfigError
-from samprompt.label_efficiency import label_efficiency, scaled_epochs
+from samprompt.label_efficiency import label_efficiency, label_efficiency_plan, scaled_epochs
+from samprompt.reproduce_plan import UnitCosts
 
 
 def _folds(run: Path) -> dict[int, dict]:
@@ -99,9 +100,14 @@ def test_unet_only_call_is_reused_by_a_later_call_with_both(
     assert [r.method for r in first] == ["U-Net"] and not (tmp_path / "sam_2").exists()
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "unet_2").glob("fold_*/metrics.json")}
     assert len(stamp) == 3
+    printed: list[str] = []
     both = label_efficiency(
-        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, **kwargs
-    )
+        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, **kwargs,
+        log=printed.append,
+    )  # fmt: skip
+    # the estimate, printed before anything ran, leaves out the finished U-Net folds
+    assert len(printed) == 1 and printed[0].startswith("estimated wall time on this machine: ")
+    assert "SAM decoder" in printed[0] and "U-Net" not in printed[0]
     assert [r.method.split(",")[0] for r in both] == ["SAM decoder", "U-Net"]
     assert both[1] == first[0]
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # not retrained
@@ -109,3 +115,37 @@ def test_unet_only_call_is_reused_by_a_later_call_with_both(
         label_efficiency(
             data, tiny, get_strategy("mean-points"), config, [2], tmp_path, sam=False, **kwargs
         )
+
+
+def test_plan_prices_every_fold_left_by_hand() -> None:
+    costs = UnitCosts(encode_s=2.0, train_s=0.5, eval_s=0.1, unet_s=0.05)
+    plan = label_efficiency_plan(
+        100, [8, None], costs, epochs=8, unet_epochs=30, k=5, max_epochs=100, missing=7,
+        done=lambda key: key in {"sam_8/fold_0", "unet_60/fold_4"},
+    )  # fmt: skip
+    # 100 images, 5 folds: 20 val, 20 test, 60 train; 8 images get 60 SAM epochs (same
+    # image-steps as 8 epochs of 60) and 100 U-Net epochs (225 capped)
+    fit = lambda epochs, train: epochs * (train * 0.5 + 20 * 0.1) + 40 * 0.1  # noqa: E731
+    expected = {
+        "embedding": 7 * 2.0,
+        "SAM decoder": 4 * fit(60, 8) + 5 * fit(8, 60),
+        "U-Net": 5 * 100 * (8 + 20) * 0.05 + 4 * 30 * (60 + 20) * 0.05,
+    }
+    assert plan.by_phase() == pytest.approx(expected)
+    assert len(plan.steps) == 1 + 4 + 5 + 5 + 4
+    unet_only = label_efficiency_plan(100, [8], costs, epochs=None, unet_epochs=30)
+    assert set(unet_only.by_phase()) == {"embedding", "U-Net"}
+
+
+def test_cli_estimate_prints_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_folder_dataset(make_phantoms(10, 64, seed=1), tmp_path / "data")
+    argv = ["label-efficiency", "--data", str(data), "--checkpoint", "random:tiny", "-q",
+            "--sizes", "2", "all", "--epochs", "1", "--cache", str(tmp_path / "cache"),
+            "--estimate", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("estimated wall time on this machine: ")
+    assert "SAM decoder" in out[0] and "U-Net" in out[0]
+    assert not (tmp_path / "out").exists()

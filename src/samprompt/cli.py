@@ -497,6 +497,13 @@ def _add_label_efficiency(sub: _Subparsers, parents: Parents) -> None:
     )
     p.add_argument("--no-unet", action="store_true", help="the SAM decoder only")
     p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the estimated wall time of what is left to run on this machine and stop "
+        "(times one unit of each kind of work on a few images; writes nothing to --out). "
+        "Without it the estimate is printed first",
+    )
+    p.add_argument(
         "--no-sam",
         action="store_true",
         help="the U-Net only (a later call without it reuses the finished sub-runs of --out)",

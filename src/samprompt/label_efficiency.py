@@ -11,7 +11,7 @@ also a shorter training. Every (method, size) is a resumable sub-run of ``out``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,15 @@ from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.protocols import ProtocolResult, cross_validate, unet_cross_validate
 from samprompt.report import format_pm, markdown_table, plot_label_efficiency
+from samprompt.reproduce_plan import Plan, PlanStep, UnitCosts, fit_seconds, probe_costs
 
-__all__ = ["LabelEfficiencyRow", "label_efficiency", "scaled_epochs"]
+__all__ = [
+    "LabelEfficiencyRow",
+    "estimate_label_efficiency",
+    "label_efficiency",
+    "label_efficiency_plan",
+    "scaled_epochs",
+]
 
 
 @attrs.frozen
@@ -70,6 +77,64 @@ def _sizes(requested: Sequence[int | None], full: int) -> list[int]:
     return sizes
 
 
+def label_efficiency_plan(
+    n: int,
+    sizes: Sequence[int | None],
+    costs: UnitCosts,
+    *,
+    epochs: int | None,
+    unet_epochs: int | None,
+    k: int = 5,
+    max_epochs: int = 100,
+    missing: int = 0,
+    done: Callable[[str], bool] = lambda _: False,
+) -> Plan:
+    """What :func:`label_efficiency` costs here on ``n`` images: encoding the ``missing`` ones,
+    then every fold of every (method, size) sub-run not ``done`` (``done("sam_8/fold_0")``), with
+    ``epochs`` (None: no SAM decoder) and ``unet_epochs`` (None: no U-Net) scaled per size."""
+    val = test = n // k
+    full = n - 2 * val
+    steps = [PlanStep("embedding", "embedding", missing * costs.encode_s)]
+    for size in _sizes(sizes, full):
+        for method, base in (("SAM decoder", epochs), ("U-Net", unet_epochs)):
+            if base is None:
+                continue
+            scaled = scaled_epochs(base, full, size, max_epochs)
+            if method == "U-Net":
+                seconds = scaled * (size + val) * costs.unet_s
+            else:
+                seconds = fit_seconds(costs, scaled, size, val, test)
+            prefix = "sam" if method == "SAM decoder" else "unet"
+            keys = [f"{prefix}_{size}/fold_{i}" for i in range(k)]
+            steps += [PlanStep(method, key, seconds) for key in keys if not done(key)]
+    return Plan(tuple(steps))
+
+
+def estimate_label_efficiency(
+    data: Dataset,
+    model: LoadedSam,
+    config: FinetuneConfig,
+    sizes: Sequence[int | None],
+    out: str | Path,
+    *,
+    unet: UNetConfig | None = None,
+    sam: bool = True,
+    k: int = 5,
+    max_epochs: int = 100,
+    cache: EmbeddingCache,
+) -> Plan:
+    """What :func:`label_efficiency` with these arguments has left to run here: one unit of each
+    kind of work timed on a few images (embedded into ``cache``), then every fold of ``out`` not
+    finished yet priced (:func:`label_efficiency_plan`). Writes nothing to ``out``."""
+    costs = probe_costs(model, data, cache, batch_size=config.batch_size)
+    return label_efficiency_plan(
+        len(data), sizes, costs, epochs=config.epochs if sam else None,
+        unet_epochs=unet.epochs if unet is not None else None, k=k, max_epochs=max_epochs,
+        missing=len(cache.missing(model, data)) if sam else 0,
+        done=lambda key: (Path(out) / key / "finished.json").is_file(),
+    )  # fmt: skip
+
+
 def label_efficiency(
     data: Dataset,
     model: LoadedSam,
@@ -86,16 +151,25 @@ def label_efficiency(
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[LabelEfficiencyRow]:
     """Both methods at every size (None: the full training split); writes ``out/table.md``,
     ``out/results.json`` and ``out/label_efficiency.png``. ``unet=None`` skips the U-Net and
     ``sam=False`` the SAM decoder (the table then covers this call's rows; a later call with both
     reuses every finished sub-run of ``out``); ``overwrite`` redoes sub-runs that hold other
-    settings (else they are refused)."""
+    settings (else they are refused). With ``log``, the estimated wall time of what is left
+    (:func:`label_efficiency_plan`, units timed here first) goes to ``log`` before anything runs."""
     if not sam and unet is None:
         raise ConfigError("nothing to run: both the SAM decoder and the U-Net are switched off")
     root = Path(out)
     full = len(data) - 2 * (len(data) // k)
+    if log is not None:
+        cache = cache or EmbeddingCache(progress=progress)
+        plan = estimate_label_efficiency(
+            data, model, config, sizes, root, unet=unet, sam=sam, k=k, max_epochs=max_epochs,
+            cache=cache,
+        )  # fmt: skip
+        log(plan.line(capped=config.patience is not None))
     rows = []
     for size in _sizes(sizes, full):
         if sam:
