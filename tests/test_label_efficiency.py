@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
@@ -13,7 +14,12 @@ from samprompt.baselines import UNetConfig
 from samprompt.cli import main
 from samprompt.data import make_phantoms, nested_subset, write_folder_dataset
 from samprompt.errors import ConfigError
-from samprompt.label_efficiency import label_efficiency, label_efficiency_plan, scaled_epochs
+from samprompt.label_efficiency import (
+    LabelEfficiencySettings,
+    label_efficiency,
+    label_efficiency_plan,
+    scaled_epochs,
+)
 from samprompt.reproduce_plan import UnitCosts
 
 
@@ -30,9 +36,12 @@ def test_subsets_are_nested_fixed_folds_and_shared_by_both_methods(
 ) -> None:
     data = make_phantoms(15, 48, seed=2)
     config = FinetuneConfig(epochs=1, batch_size=4, lr=1e-3, thresholds=(0.5,))
+    settings = LabelEfficiencySettings(
+        sizes=(2, 4, None), unet=UNetConfig(epochs=1, batch_size=4), k=3
+    )
     rows = label_efficiency(
-        data, tiny, get_strategy("mean-points"), config, [2, 4, None], tmp_path,
-        unet=UNetConfig(epochs=1, batch_size=4), k=3, cache=cache, progress=False,
+        data, tiny, get_strategy("mean-points"), config, tmp_path, settings, cache=cache,
+        progress=False,
     )  # fmt: skip
     full = 15 - 2 * 5
     assert [(r.method.split(",")[0], r.images) for r in rows] == [
@@ -91,19 +100,18 @@ def test_unet_only_call_is_reused_by_a_later_call_with_both(
 ) -> None:
     data = make_phantoms(9, 48, seed=3)
     config = FinetuneConfig(epochs=1, batch_size=4, lr=1e-3, thresholds=(0.5,))
-    unet = UNetConfig(epochs=1, batch_size=4)
-    kwargs = {"k": 3, "cache": cache, "progress": False}
+    both_methods = LabelEfficiencySettings(sizes=(2,), unet=UNetConfig(epochs=1, batch_size=4), k=3)
     first = label_efficiency(
-        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, sam=False,
-        **kwargs,
+        data, tiny, get_strategy("mean-points"), config, tmp_path,
+        attrs.evolve(both_methods, sam=False), cache=cache, progress=False,
     )  # fmt: skip
     assert [r.method for r in first] == ["U-Net"] and not (tmp_path / "sam_2").exists()
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "unet_2").glob("fold_*/metrics.json")}
     assert len(stamp) == 3
     printed: list[str] = []
     both = label_efficiency(
-        data, tiny, get_strategy("mean-points"), config, [2], tmp_path, unet=unet, **kwargs,
-        log=printed.append,
+        data, tiny, get_strategy("mean-points"), config, tmp_path, both_methods, cache=cache,
+        progress=False, log=printed.append,
     )  # fmt: skip
     # the estimate, printed before anything ran, leaves out the finished U-Net folds
     assert len(printed) == 1 and printed[0].startswith("estimated wall time on this machine: ")
@@ -112,15 +120,26 @@ def test_unet_only_call_is_reused_by_a_later_call_with_both(
     assert both[1] == first[0]
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # not retrained
     with pytest.raises(ConfigError, match="nothing to run"):
-        label_efficiency(
-            data, tiny, get_strategy("mean-points"), config, [2], tmp_path, sam=False, **kwargs
-        )
+        attrs.evolve(both_methods, sam=False, unet=None)
+
+
+def test_settings_refuse_bad_sizes_before_any_work() -> None:
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        LabelEfficiencySettings(sizes=(0, 8))
+    with pytest.raises(ConfigError, match="no training sizes"):
+        LabelEfficiencySettings(sizes=())
+    settings = LabelEfficiencySettings(sizes=(None, 4, 4, 2), k=5)
+    assert settings.full(23) == 23 - 2 * 4
+    assert settings.resolved_sizes(23) == [2, 4, 15]
+    with pytest.raises(ConfigError, match="15 images at most; size 16"):
+        attrs.evolve(settings, sizes=(16,)).resolved_sizes(23)
 
 
 def test_plan_prices_every_fold_left_by_hand() -> None:
     costs = UnitCosts(encode_s=2.0, train_s=0.5, eval_s=0.1, unet_s=0.05)
+    settings = LabelEfficiencySettings(sizes=(8, None), unet=UNetConfig(epochs=30), k=5)
     plan = label_efficiency_plan(
-        100, [8, None], costs, epochs=8, unet_epochs=30, k=5, max_epochs=100, missing=7,
+        100, settings, costs, epochs=8, missing=7,
         done=lambda key: key in {"sam_8/fold_0", "unet_60/fold_4"},
     )  # fmt: skip
     # 100 images, 5 folds: 20 val, 20 test, 60 train; 8 images get 60 SAM epochs (same
@@ -133,7 +152,7 @@ def test_plan_prices_every_fold_left_by_hand() -> None:
     }
     assert plan.by_phase() == pytest.approx(expected)
     assert len(plan.steps) == 1 + 4 + 5 + 5 + 4
-    unet_only = label_efficiency_plan(100, [8], costs, epochs=None, unet_epochs=30)
+    unet_only = label_efficiency_plan(100, attrs.evolve(settings, sam=False), costs, epochs=8)
     assert set(unet_only.by_phase()) == {"embedding", "U-Net"}
 
 
@@ -148,4 +167,16 @@ def test_cli_estimate_prints_one_line_and_writes_nothing(
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("estimated wall time on this machine: ")
     assert "SAM decoder" in out[0] and "U-Net" in out[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_with_both_methods_off_ends_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_folder_dataset(make_phantoms(10, 64, seed=1), tmp_path / "data")
+    argv = ["label-efficiency", "--data", str(data), "--checkpoint", "random:tiny", "-q",
+            "--no-sam", "--no-unet", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to run" in err[0]
     assert not (tmp_path / "out").exists()

@@ -32,7 +32,11 @@ from samprompt.embeddings import EmbeddingCache
 from samprompt.errors import SampromptError
 from samprompt.evaluate import EvalResult
 from samprompt.interop import export_sam_checkpoint
-from samprompt.label_efficiency import estimate_label_efficiency, label_efficiency
+from samprompt.label_efficiency import (
+    LabelEfficiencySettings,
+    estimate_label_efficiency,
+    label_efficiency,
+)
 from samprompt.locations import default_cache_dir
 from samprompt.model import load_sam
 from samprompt.onnx_export import export_onnx
@@ -258,25 +262,23 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def cmd_label_efficiency(args: argparse.Namespace) -> int:
     check_device(args.device)
+    unet = UNetConfig(epochs=args.unet_epochs, seed=args.seed, device=args.device)
+    settings = LabelEfficiencySettings(
+        sizes=args.sizes, unet=None if args.no_unet else unet, sam=not args.no_sam, k=args.folds,
+        seed=args.seed, max_epochs=args.max_epochs,
+    )  # fmt: skip
     data = _load_dataset(args)
     strategy = _strategy(args)
     model = load_sam(args.checkpoint, seed=args.seed)
-    unet = (
-        None
-        if args.no_unet
-        else UNetConfig(epochs=args.unet_epochs, seed=args.seed, device=args.device)
-    )
     if args.estimate:
         plan = estimate_label_efficiency(
-            data, model, _config(args), args.sizes, args.out, unet=unet, sam=not args.no_sam,
-            k=args.folds, max_epochs=args.max_epochs, cache=_cache(args),
-        )  # fmt: skip
+            data, model, _config(args), args.out, settings, cache=_cache(args)
+        )
         print(plan.line(capped=args.patience is not None))
         return 0
     rows = label_efficiency(
-        data, model, strategy, _config(args), args.sizes, args.out, unet=unet,
-        sam=not args.no_sam, k=args.folds, seed=args.seed, max_epochs=args.max_epochs,
-        cache=_cache(args), progress=not args.quiet, overwrite=args.overwrite, log=print,
+        data, model, strategy, _config(args), args.out, settings, cache=_cache(args),
+        progress=not args.quiet, overwrite=args.overwrite, log=print,
     )  # fmt: skip
     for row in rows:
         print(f"{row.method}, {row.images} images: F1 {row.f1[0]:.4f} ± {row.f1[1]:.4f}")

@@ -11,7 +11,7 @@ also a shorter training. Every (method, size) is a resumable sub-run of ``out``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from samprompt.reproduce_plan import Plan, PlanStep, UnitCosts, fit_seconds, pro
 
 __all__ = [
     "LabelEfficiencyRow",
+    "LabelEfficiencySettings",
     "estimate_label_efficiency",
     "label_efficiency",
     "label_efficiency_plan",
@@ -59,6 +60,65 @@ class LabelEfficiencyRow:
         return cls(method, images, epochs, f1, iou)
 
 
+@attrs.frozen
+class LabelEfficiencySettings:
+    """What a label-efficiency study runs, shared by the run and its estimate.
+
+    Parameters
+    ----------
+    sizes : tuple of int or None
+        Training images per fold; None is the full training split (8, 16, 32, 64, None).
+    unet : UNetConfig or None
+        The U-Net's settings on the full split (its epochs are scaled per size like the
+        decoder's); None leaves the U-Net out.
+    sam : bool
+        Whether the SAM decoder runs (False: the U-Net only).
+    k : int
+        Cross-validation folds (5).
+    seed : int
+        Seed of the folds, the nested subsets and the shuffling (0).
+    max_epochs : int
+        Epoch cap of the small sizes (100).
+
+    Raises
+    ------
+    ConfigError
+        When both methods are switched off, or a size is below 1.
+    """
+
+    sizes: tuple[int | None, ...] = attrs.field(default=(8, 16, 32, 64, None), converter=tuple)
+    unet: UNetConfig | None = attrs.field(factory=UNetConfig)
+    sam: bool = True
+    k: int = 5
+    seed: int = 0
+    max_epochs: int = 100
+
+    def __attrs_post_init__(self) -> None:
+        if not self.sam and self.unet is None:
+            raise ConfigError("nothing to run: both the SAM decoder and the U-Net are switched off")
+        if not self.sizes:
+            raise ConfigError("no training sizes given")
+        if any(s is not None and s < 1 for s in self.sizes):
+            raise ConfigError(f"training sizes must be >= 1, got {self.sizes}")
+
+    def full(self, n: int) -> int:
+        """Training images of a fold of ``n`` images (the rest is one validation and one test
+        fold)."""
+        return n - 2 * (n // self.k)
+
+    def resolved_sizes(self, n: int) -> list[int]:
+        """The sizes on ``n`` images, None resolved to the full split, sorted, each checked.
+
+        >>> LabelEfficiencySettings(sizes=(64, None, 8)).resolved_sizes(100)
+        [8, 60]
+        """
+        full = self.full(n)
+        sizes = sorted({full if s is None else s for s in self.sizes})
+        if sizes[-1] > full:
+            raise ConfigError(f"a fold trains on {full} images at most; size {sizes[-1]} is larger")
+        return sizes
+
+
 def scaled_epochs(epochs: int, full: int, size: int, max_epochs: int) -> int:
     """Epochs that give ``size`` images the image-steps ``epochs`` give ``full`` images.
 
@@ -68,45 +128,33 @@ def scaled_epochs(epochs: int, full: int, size: int, max_epochs: int) -> int:
     return max(epochs, min(max_epochs, math.ceil(epochs * full / size)))
 
 
-def _sizes(requested: Sequence[int | None], full: int) -> list[int]:
-    sizes = sorted({full if s is None else s for s in requested})
-    if sizes[0] < 1:
-        raise ConfigError(f"training sizes must be >= 1, got {sizes[0]}")
-    if sizes[-1] > full:
-        raise ConfigError(f"a fold trains on {full} images at most; size {sizes[-1]} is larger")
-    return sizes
-
-
 def label_efficiency_plan(
     n: int,
-    sizes: Sequence[int | None],
+    settings: LabelEfficiencySettings,
     costs: UnitCosts,
     *,
-    epochs: int | None,
-    unet_epochs: int | None,
-    k: int = 5,
-    max_epochs: int = 100,
+    epochs: int,
     missing: int = 0,
     done: Callable[[str], bool] = lambda _: False,
 ) -> Plan:
     """What :func:`label_efficiency` costs here on ``n`` images: encoding the ``missing`` ones,
-    then every fold of every (method, size) sub-run not ``done`` (``done("sam_8/fold_0")``), with
-    ``epochs`` (None: no SAM decoder) and ``unet_epochs`` (None: no U-Net) scaled per size."""
-    val = test = n // k
-    full = n - 2 * val
+    then every fold of every (method, size) sub-run not ``done`` (``done("sam_8/fold_0")``), the
+    decoder's ``epochs`` and the U-Net's scaled per size as the run scales them."""
+    val = test = n // settings.k
+    full = settings.full(n)
+    unet_epochs = settings.unet.epochs if settings.unet is not None else None
     steps = [PlanStep("embedding", "embedding", missing * costs.encode_s)]
-    for size in _sizes(sizes, full):
-        for method, base in (("SAM decoder", epochs), ("U-Net", unet_epochs)):
+    for size in settings.resolved_sizes(n):
+        for prefix, base in (("sam", epochs if settings.sam else None), ("unet", unet_epochs)):
             if base is None:
                 continue
-            scaled = scaled_epochs(base, full, size, max_epochs)
-            if method == "U-Net":
-                seconds = scaled * (size + val) * costs.unet_s
+            scaled = scaled_epochs(base, full, size, settings.max_epochs)
+            if prefix == "unet":
+                phase, seconds = "U-Net", scaled * (size + val) * costs.unet_s
             else:
-                seconds = fit_seconds(costs, scaled, size, val, test)
-            prefix = "sam" if method == "SAM decoder" else "unet"
-            keys = [f"{prefix}_{size}/fold_{i}" for i in range(k)]
-            steps += [PlanStep(method, key, seconds) for key in keys if not done(key)]
+                phase, seconds = "SAM decoder", fit_seconds(costs, scaled, size, val, test)
+            keys = [f"{prefix}_{size}/fold_{i}" for i in range(settings.k)]
+            steps += [PlanStep(phase, key, seconds) for key in keys if not done(key)]
     return Plan(tuple(steps))
 
 
@@ -114,23 +162,19 @@ def estimate_label_efficiency(
     data: Dataset,
     model: LoadedSam,
     config: FinetuneConfig,
-    sizes: Sequence[int | None],
     out: str | Path,
+    settings: LabelEfficiencySettings,
     *,
-    unet: UNetConfig | None = None,
-    sam: bool = True,
-    k: int = 5,
-    max_epochs: int = 100,
     cache: EmbeddingCache,
 ) -> Plan:
     """What :func:`label_efficiency` with these arguments has left to run here: one unit of each
     kind of work timed on a few images (embedded into ``cache``), then every fold of ``out`` not
     finished yet priced (:func:`label_efficiency_plan`). Writes nothing to ``out``."""
+    settings.resolved_sizes(len(data))  # a bad size is refused before anything is timed
     costs = probe_costs(model, data, cache, batch_size=config.batch_size)
     return label_efficiency_plan(
-        len(data), sizes, costs, epochs=config.epochs if sam else None,
-        unet_epochs=unet.epochs if unet is not None else None, k=k, max_epochs=max_epochs,
-        missing=len(cache.missing(model, data)) if sam else 0,
+        len(data), settings, costs, epochs=config.epochs,
+        missing=len(cache.missing(model, data)) if settings.sam else 0,
         done=lambda key: (Path(out) / key / "finished.json").is_file(),
     )  # fmt: skip
 
@@ -140,53 +184,46 @@ def label_efficiency(
     model: LoadedSam,
     strategy: PromptStrategy,
     config: FinetuneConfig,
-    sizes: Sequence[int | None],
     out: str | Path,
+    settings: LabelEfficiencySettings | None = None,
     *,
-    unet: UNetConfig | None = None,
-    sam: bool = True,
-    k: int = 5,
-    seed: int = 0,
-    max_epochs: int = 100,
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[LabelEfficiencyRow]:
-    """Both methods at every size (None: the full training split); writes ``out/table.md``,
-    ``out/results.json`` and ``out/label_efficiency.png``. ``unet=None`` skips the U-Net and
-    ``sam=False`` the SAM decoder (the table then covers this call's rows; a later call with both
-    reuses every finished sub-run of ``out``); ``overwrite`` redoes sub-runs that hold other
-    settings (else they are refused). With ``log``, the estimated wall time of what is left
+    """Both methods at every size of ``settings`` (default :class:`LabelEfficiencySettings`);
+    writes ``out/table.md``, ``out/results.json`` and ``out/label_efficiency.png``. The table
+    covers this call's rows; a later call with more methods or sizes reuses every finished
+    sub-run of ``out``. ``overwrite`` redoes sub-runs that hold other settings (else they are
+    refused). With ``log``, the estimated wall time of what is left
     (:func:`label_efficiency_plan`, units timed here first) goes to ``log`` before anything runs."""
-    if not sam and unet is None:
-        raise ConfigError("nothing to run: both the SAM decoder and the U-Net are switched off")
+    settings = settings or LabelEfficiencySettings()
     root = Path(out)
-    full = len(data) - 2 * (len(data) // k)
+    full = settings.full(len(data))
+    sizes = settings.resolved_sizes(len(data))
     if log is not None:
         cache = cache or EmbeddingCache(progress=progress)
-        plan = estimate_label_efficiency(
-            data, model, config, sizes, root, unet=unet, sam=sam, k=k, max_epochs=max_epochs,
-            cache=cache,
-        )  # fmt: skip
+        plan = estimate_label_efficiency(data, model, config, root, settings, cache=cache)
         log(plan.line(capped=config.patience is not None))
     rows = []
-    for size in _sizes(sizes, full):
-        if sam:
-            epochs = scaled_epochs(config.epochs, full, size, max_epochs)
+    for size in sizes:
+        epochs = scaled_epochs(config.epochs, full, size, settings.max_epochs)
+        if settings.sam:
             sam_run = cross_validate(
-                data, model, strategy, config.replace(epochs=epochs), k=k, seed=seed, cache=cache,
-                out_dir=root / f"sam_{size}", progress=progress, train_size=size,
-                overwrite=overwrite,
+                data, model, strategy, config.replace(epochs=epochs), k=settings.k,
+                seed=settings.seed, cache=cache, out_dir=root / f"sam_{size}", progress=progress,
+                train_size=size, overwrite=overwrite,
             )  # fmt: skip
             rows.append(
                 LabelEfficiencyRow.of(f"SAM decoder, {strategy.name}", size, epochs, sam_run)
             )
-        if unet is not None:
-            unet_epochs = scaled_epochs(unet.epochs, full, size, max_epochs)
+        if settings.unet is not None:
+            unet_epochs = scaled_epochs(settings.unet.epochs, full, size, settings.max_epochs)
             unet_run = unet_cross_validate(
-                data, attrs.evolve(unet, epochs=unet_epochs), k=k, seed=seed,
-                out_dir=root / f"unet_{size}", progress=progress, train_size=size, overwrite=overwrite,
+                data, attrs.evolve(settings.unet, epochs=unet_epochs), k=settings.k,
+                seed=settings.seed, out_dir=root / f"unet_{size}", progress=progress,
+                train_size=size, overwrite=overwrite,
             )  # fmt: skip
             rows.append(LabelEfficiencyRow.of("U-Net", size, unet_epochs, unet_run))
     _write(root, rows, full)
