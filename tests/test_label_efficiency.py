@@ -151,7 +151,7 @@ def test_plan_prices_every_fold_left_by_hand() -> None:
         "U-Net": 5 * 100 * (8 + 20) * 0.05 + 4 * 30 * (60 + 20) * 0.05,
     }
     assert plan.by_phase() == pytest.approx(expected)
-    assert len(plan.steps) == 1 + 4 + 5 + 5 + 4
+    assert len(plan.steps) == 1 + 4 + 5 + 5 + 4 and plan.finished == 2
     unet_only = label_efficiency_plan(100, attrs.evolve(settings, sam=False), costs, epochs=8)
     assert set(unet_only.by_phase()) == {"embedding", "U-Net"}
 

@@ -148,8 +148,13 @@ def test_reproduce_quick_is_resumable_and_consistent(
         stderr=subprocess.DEVNULL,
     )
     marker = out / "finetune" / "box" / "fold_0" / "finished.json"
+    wall = out / "wall_time.json"
+
+    def fold_saved() -> bool:  # the fold's marker, then the wall-time record saved after it
+        return marker.exists() and wall.exists() and '"fine-tuning"' in wall.read_text()
+
     deadline = time.monotonic() + 600
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+    while not fold_saved() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "reproduce finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
@@ -177,6 +182,8 @@ def test_reproduce_quick_is_resumable_and_consistent(
     assert "early stopping (patience 1 on val_loss) would have changed test F1 by " in printed
     assert printed.startswith("estimated wall time on this machine: ")  # before any sub-run
     assert "fine-tuning" in printed.splitlines()[0] and "control" in printed.splitlines()[0]
+    # the resumed run prices only what is left: every fold the killed one finished is left out
+    assert f"; {len(finished)} finished sub-run folds left out;" in printed.splitlines()[0]
     assert f"taken {early / fixed:.0%} of the fixed epochs' training time" in printed
     # The run embeds every image it needs (both datasets, the control's too) before its first
     # sub-run, so the rerun read them all from the first run's cache.
@@ -192,6 +199,16 @@ def test_reproduce_quick_is_resumable_and_consistent(
     assert main(rerun) == 0  # a third invocation reads every sub-run back
     again = check_report_matches_results(out)
     assert again["unet"] == results["unet"] and again["cross_dataset"] == results["cross_dataset"]
+    folds = len(list(out.rglob("fold_*/finished.json")))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("estimated wall time on this machine: 0 s (embedding 0 s); ")
+    assert f"; {folds} finished sub-run folds left out;" in first
+    # --estimate on the finished folder: nothing left but the probe cache's embedding
+    estimate = [*rerun, "--estimate", "--cache", str(tmp_path / "probe_cache")]
+    assert main(estimate) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(f"; {folds} finished sub-run folds left out")
+    assert "(embedding " in line and "fine-tuning" not in line and "U-Net" not in line
 
 
 @pytest.mark.realdata

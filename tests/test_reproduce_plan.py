@@ -18,6 +18,7 @@ from samprompt.reproduce_plan import (
     UnitCosts,
     Workload,
     _encode_seconds,
+    finished_in,
     format_duration,
     probe_costs,
 )
@@ -81,6 +82,27 @@ def test_progress_eta_is_calibrated_on_steps_that_ran_not_on_resumed_ones() -> N
     progress.done(second.key, 2 * second.seconds)  # this machine is twice as slow as probed
     left = plan.total_s - first.seconds - second.seconds
     assert progress.eta_s == pytest.approx(2 * left)
+    progress.close()
+
+
+def test_plan_without_finished_steps_and_a_bar_that_skips_them(tmp_path: Path) -> None:
+    plan = _workload().plan(COSTS)
+    for key in ("finetune/box/fold_2", "unet/fold_0", "zero_shot/points/fold_4"):
+        (tmp_path / key).mkdir(parents=True)
+        (tmp_path / key / "finished.json").write_text("{}")
+    (tmp_path / "control" / "fold_1").mkdir(parents=True)  # begun, not finished
+    left = plan.without(finished_in(tmp_path))
+    gone = {s.key for s in plan.steps} - {s.key for s in left.steps}
+    assert gone == {"finetune/box/fold_2", "unet/fold_0", "zero_shot/points/fold_4"}
+    assert left.finished == 3 and left.steps[0].phase == "embedding"
+    by_key = {s.key: s.seconds for s in plan.steps}
+    assert left.total_s == pytest.approx(plan.total_s - sum(by_key[k] for k in gone))
+    assert left.line(capped=False).endswith("; 3 finished sub-run folds left out")
+    assert "left out" not in plan.line(capped=False)
+    assert left.without(lambda key: key == "unet/fold_1").finished == 4
+    progress = ProtocolProgress(left, enabled=False)
+    progress.done("unet/fold_0", 50.0)  # read back, not in the plan: moves nothing
+    assert progress.eta_s == pytest.approx(left.total_s) and progress.spent == 0.0
     progress.close()
 
 

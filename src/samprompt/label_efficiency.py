@@ -28,7 +28,14 @@ from samprompt.model import LoadedSam
 from samprompt.prompts.strategy import PromptStrategy
 from samprompt.protocols import ProtocolResult, cross_validate, unet_cross_validate
 from samprompt.report import format_pm, markdown_table, plot_label_efficiency
-from samprompt.reproduce_plan import Plan, PlanStep, UnitCosts, fit_seconds, probe_costs
+from samprompt.reproduce_plan import (
+    Plan,
+    PlanStep,
+    UnitCosts,
+    finished_in,
+    fit_seconds,
+    probe_costs,
+)
 
 __all__ = [
     "LabelEfficiencyRow",
@@ -153,9 +160,10 @@ def label_efficiency_plan(
                 phase, seconds = "U-Net", scaled * (size + val) * costs.unet_s
             else:
                 phase, seconds = "SAM decoder", fit_seconds(costs, scaled, size, val, test)
-            keys = [f"{prefix}_{size}/fold_{i}" for i in range(settings.k)]
-            steps += [PlanStep(phase, key, seconds) for key in keys if not done(key)]
-    return Plan(tuple(steps))
+            steps += [
+                PlanStep(phase, f"{prefix}_{size}/fold_{i}", seconds) for i in range(settings.k)
+            ]
+    return Plan(tuple(steps)).without(done)
 
 
 def estimate_label_efficiency(
@@ -175,7 +183,7 @@ def estimate_label_efficiency(
     return label_efficiency_plan(
         len(data), settings, costs, epochs=config.epochs,
         missing=len(cache.missing(model, data)) if settings.sam else 0,
-        done=lambda key: (Path(out) / key / "finished.json").is_file(),
+        done=finished_in(out),
     )  # fmt: skip
 
 

@@ -37,7 +37,14 @@ from samprompt.protocols import (
     unet_cross_validate,
 )
 from samprompt.report import plot_learning_curve, plot_overlays
-from samprompt.reproduce_plan import Plan, ProtocolProgress, UnitCosts, Workload, probe_costs
+from samprompt.reproduce_plan import (
+    Plan,
+    ProtocolProgress,
+    UnitCosts,
+    Workload,
+    finished_in,
+    probe_costs,
+)
 from samprompt.reproduce_report import early_stop_line, render_report
 from samprompt.reproduce_result import (
     EarlyStopRow,
@@ -49,7 +56,7 @@ from samprompt.reproduce_result import (
     Timing,
 )
 from samprompt.run_identity import describe_model
-from samprompt.runs import RunFolder
+from samprompt.runs import RunFolder, holds_run
 
 __all__ = [
     "BUDGETS",
@@ -169,10 +176,11 @@ class _Run:
     bar: ProtocolProgress | None = None
     trained: list[ProtocolResult] = attrs.field(factory=list)
 
-    def ticker(self, prefix: str) -> Callable[[int], None]:
-        """``on_fold`` for a sub-run: advances the protocol's bar by each finished fold and saves
-        the wall-time record."""
-        last = [time.perf_counter()]
+    def ticker(self, out: Path) -> Callable[[int], None]:
+        """``on_fold`` for the sub-run in ``out``: advances the protocol's bar by each finished
+        fold (its plan key is the fold's path in the run folder) and saves the wall-time
+        record."""
+        last, prefix = [time.perf_counter()], out.relative_to(self.folder.root).as_posix()
 
         def tick(fold: int) -> None:
             now = time.perf_counter()
@@ -192,13 +200,13 @@ class _Run:
         return self.folder.root.joinpath(*parts)
 
     def cv(
-        self, name: str, config: FinetuneConfig | None, out: Path, step: str, **kwargs: Any
+        self, name: str, config: FinetuneConfig | None, out: Path, **kwargs: Any
     ) -> ProtocolResult:
         s = self.settings
         return cross_validate(
             self.data, kwargs.pop("model", self.model), get_strategy(name), config, k=s.folds,
             seed=s.seed, cache=self.cache, progress=self.progress, out_dir=out,
-            on_fold=self.ticker(step), **kwargs,
+            on_fold=self.ticker(out), **kwargs,
         )  # fmt: skip
 
 
@@ -220,7 +228,7 @@ def _zero_shot(run: _Run) -> dict[str, SummaryRow]:
     for label, name in PROMPT_TYPES.items():
         run.log(f"[zero-shot] {label} ({name})")
         with run.phase("zero-shot"):
-            result = run.cv(name, None, run.sub("zero_shot", label), f"zero-shot/{label}")
+            result = run.cv(name, None, run.sub("zero_shot", label))
             rows[label] = SummaryRow.of(result)
     return rows
 
@@ -233,9 +241,7 @@ def _grid(run: _Run, base: FinetuneConfig) -> tuple[GridPoint, ...]:
             config = base.replace(lr=lr, weight_decay=wd, epochs=s.grid_epochs or s.epochs)
             label = f"lr{lr:g}_wd{wd:g}"
             with run.phase("lr x wd grid"):
-                result = run.cv(
-                    "mean-points", config, run.sub("grid", label), f"grid/{label}", folds=[0]
-                )
+                result = run.cv("mean-points", config, run.sub("grid", label), folds=[0])
             run.trained.append(result)
             grid.append(GridPoint(lr, wd, max(r["f1_mean"] for r in result.folds[0].sweep)))
     return tuple(grid)
@@ -246,7 +252,7 @@ def _finetune(run: _Run, config: FinetuneConfig) -> dict[str, ProtocolResult]:
     for label, name in PROMPT_TYPES.items():
         run.log(f"[fine-tune] {label} ({name}), {s.folds} folds x {s.epochs} epochs")
         with run.phase("fine-tuning"):
-            finetuned[label] = run.cv(name, config, run.sub("finetune", label), f"finetune/{label}")
+            finetuned[label] = run.cv(name, config, run.sub("finetune", label))
         run.trained.append(finetuned[label])
     return finetuned
 
@@ -262,7 +268,7 @@ def _unet(run: _Run) -> SummaryRow:
             seed=s.seed,
             out_dir=run.sub("unet"),
             progress=run.progress,
-            on_fold=run.ticker("unet"),
+            on_fold=run.ticker(run.sub("unet")),
         )
     return SummaryRow.of(unet, seconds=training_seconds(unet))  # as recorded, resumes included
 
@@ -275,7 +281,7 @@ def _control(run: _Run, config: FinetuneConfig) -> SummaryRow | None:
     run.log(f"[control] {s.control}, point prompts, {s.folds} folds x {s.control_epochs} epochs")
     config = config.replace(lr=None, epochs=s.control_epochs)
     with run.phase("control"):
-        result = run.cv("mean-points", config, run.sub("control"), "control", model=run.control)
+        result = run.cv("mean-points", config, run.sub("control"), model=run.control)
     run.trained.append(result)
     return SummaryRow.of(result, seconds=training_seconds(result))
 
@@ -291,7 +297,7 @@ def _cross_dataset(run: _Run, finetuned: dict[str, ProtocolResult]) -> dict[str,
             cross[label] = cross_dataset_folds(
                 folds, run.data, run.test_data, run.model, cache=run.cache,
                 out_dir=run.sub("cross_dataset_folds", label), progress=run.progress,
-                on_fold=run.ticker(f"cross/{label}"),
+                on_fold=run.ticker(run.sub("cross_dataset_folds", label)),
             )  # fmt: skip
     return cross
 
@@ -345,19 +351,25 @@ def _quick_subsets(
     return data.subset(keep), test_data
 
 
-def _claim(
+def _identity(
     data: Dataset, test_data: Dataset | None, model: LoadedSam, s: ReproduceSettings
-) -> RunFolder:
+) -> dict[str, Any]:
     settings = attrs.asdict(
         s, filter=lambda a, _: a.name not in ("out", "overwrite", "data_path", "test_data_path")
     )
-    identity = {
+    return {
         "reproduce": settings,
         "model": describe_model(model),
         "data": data.fingerprint(),
         "test_data": test_data.fingerprint() if test_data is not None else None,
     }
+
+
+def _claim(
+    data: Dataset, test_data: Dataset | None, model: LoadedSam, s: ReproduceSettings
+) -> RunFolder:
     inputs = {"--data": s.data_path, "--test-data": s.test_data_path}
+    identity = _identity(data, test_data, model, s)
     return RunFolder.claim(s.out, identity, overwrite=s.overwrite, inputs=inputs)
 
 
@@ -411,15 +423,20 @@ def estimate_reproduce(
 ) -> Plan:
     """What :func:`run_reproduce` would cost here, without running it or touching
     ``settings.out`` (the probe embeds a few images into ``cache``; ``costs`` given: no probe,
-    these unit costs)."""
+    these unit costs). When ``settings.out`` holds this run already, its finished sub-run folds
+    are left out: the estimate is of what is left."""
     data, test_data = _quick_subsets(data, test_data, settings)
-    return _plan(data, test_data, model, _control_model(settings), cache, settings, costs)
+    plan = _plan(data, test_data, model, _control_model(settings), cache, settings, costs)
+    if holds_run(settings.out, _identity(data, test_data, model, settings)):
+        return plan.without(finished_in(settings.out))
+    return plan
 
 
 def _start(run: _Run) -> None:
     """Time the units of work, print the estimate, embed everything the run will need."""
     s = run.settings
-    plan = _plan(run.data, run.test_data, run.model, run.control, run.cache, s)
+    full = _plan(run.data, run.test_data, run.model, run.control, run.cache, s)
+    plan = full.without(finished_in(run.folder.root))  # a resumed run prices what is left
     threads = torch.get_num_threads()
     run.log(f"{plan.line(capped=s.patience is not None)}; {threads} thread{'s' * (threads != 1)}")
     run.bar = ProtocolProgress(plan, enabled=run.progress)

@@ -10,9 +10,10 @@ bound; :class:`ProtocolProgress` recalibrates its ETA from the steps that actual
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import attrs
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from samprompt.embeddings import EmbeddingCache
 from samprompt.finetune import Finetuner
 from samprompt.model import LoadedSam
 from samprompt.plugins import get_strategy
+from samprompt.runs import FINISHED
 
 __all__ = [
     "Plan",
@@ -31,6 +33,7 @@ __all__ = [
     "ProtocolProgress",
     "UnitCosts",
     "Workload",
+    "finished_in",
     "fit_seconds",
     "format_duration",
     "probe_costs",
@@ -64,9 +67,17 @@ def fit_seconds(costs: UnitCosts, epochs: int, train: int, val: int, test: int) 
     return epochs * per_epoch + (val + test) * costs.eval_s
 
 
+def finished_in(root: str | Path) -> Callable[[str], bool]:
+    """Whether a plan step is a finished sub-run fold of the run folder ``root``: step keys are
+    the folds' paths inside it (``"finetune/box/fold_2"``), finished once their completion
+    marker is written."""
+    return lambda key: (Path(root) / key / FINISHED).is_file()
+
+
 @attrs.frozen
 class PlanStep:
-    """One unit of progress (a fold of a sub-run, or the embedding) and its estimated cost."""
+    """One unit of progress (a fold of a sub-run, or the embedding) and its estimated cost;
+    a fold's ``key`` is its folder's path inside the run folder."""
 
     phase: str
     key: str
@@ -75,9 +86,11 @@ class PlanStep:
 
 @attrs.frozen
 class Plan:
-    """Every step of a run, in order."""
+    """Every step of a run, in order; ``finished`` counts the steps left out because an earlier
+    invocation finished them (:meth:`without`)."""
 
     steps: tuple[PlanStep, ...]
+    finished: int = 0
 
     @property
     def total_s(self) -> float:
@@ -91,13 +104,22 @@ class Plan:
             phases[step.phase] = phases.get(step.phase, 0.0) + step.seconds
         return phases
 
+    def without(self, done: Callable[[str], bool]) -> Plan:
+        """The steps left once the ``done`` ones are left out (the embedding step stays: it
+        prices only the images not cached yet)."""
+        left = tuple(s for s in self.steps if s.phase == "embedding" or not done(s.key))
+        return Plan(left, self.finished + len(self.steps) - len(left))
+
     def line(self, capped: bool) -> str:
         """The estimate as one line (``capped``: early stopping makes it an upper bound)."""
         parts = ", ".join(f"{k} {format_duration(v)}" for k, v in self.by_phase().items())
         bound = "at most " if capped else ""
-        return (
+        line = (
             f"estimated wall time on this machine: {bound}{format_duration(self.total_s)} ({parts})"
         )
+        if self.finished:
+            line += f"; {self.finished} finished sub-run fold{'s' * (self.finished != 1)} left out"
+        return line
 
 
 @attrs.frozen
@@ -130,7 +152,7 @@ class Workload:
             PlanStep("embedding", "embedding", (self.missing + self.missing_test) * costs.encode_s)
         ]
         steps += [
-            PlanStep("zero-shot", f"zero-shot/{label}/fold_{i}", (val + test) * costs.eval_s)
+            PlanStep("zero-shot", f"zero_shot/{label}/fold_{i}", (val + test) * costs.eval_s)
             for label in self.zero_shot
             for i in folds
         ]
@@ -151,7 +173,11 @@ class Workload:
             steps[0] = attrs.evolve(steps[0], seconds=steps[0].seconds + encode)
         if self.n_test:  # each fine-tuned fold model scores every test image; no training
             steps += [
-                PlanStep("cross-dataset", f"cross/{label}/fold_{i}", self.n_test * costs.eval_s)
+                PlanStep(
+                    "cross-dataset",
+                    f"cross_dataset_folds/{label}/fold_{i}",
+                    self.n_test * costs.eval_s,
+                )
                 for label in self.finetune
                 for i in folds
             ]
@@ -246,8 +272,11 @@ class ProtocolProgress:
         self.done(key, time.perf_counter() - tick)
 
     def done(self, key: str, seconds: float) -> None:
-        """Step ``key`` took ``seconds``."""
-        estimate = self.estimates.get(key, 0.0)
+        """Step ``key`` took ``seconds`` (a step left out of the plan, finished before this
+        invocation, moves nothing)."""
+        if key not in self.estimates:
+            return
+        estimate = self.estimates[key]
         self.remaining = max(0.0, self.remaining - estimate)
         if seconds >= 0.1 * estimate:
             self.spent += seconds

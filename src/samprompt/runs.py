@@ -26,7 +26,15 @@ from samprompt.finite import first_non_finite
 from samprompt.locks import lock_folder, unlock_folder
 from samprompt.run_identity import differences
 
-__all__ = ["CHECKPOINT", "FINISHED", "RUN_FILE", "RunFolder", "check_apart", "released_on_error"]
+__all__ = [
+    "CHECKPOINT",
+    "FINISHED",
+    "RUN_FILE",
+    "RunFolder",
+    "check_apart",
+    "holds_run",
+    "released_on_error",
+]
 
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
@@ -89,6 +97,16 @@ def check_apart(folder: Path, inputs: Mapping[str, str | Path | None]) -> None:
                 f"{folder}: the output folder {where} the command's input {name} ({given}); "
                 "choose an output folder apart from every input"
             )
+
+
+def holds_run(folder: str | Path, identity: Mapping[str, Any]) -> bool:
+    """Whether ``folder`` records this run (its run record matches ``identity``), without
+    claiming it; False when it is absent, unreadable or another run's."""
+    try:
+        recorded: Any = json.loads((Path(folder) / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(recorded, Mapping) and not differences(identity, recorded)
 
 
 def _recorded_status(folder: Path, identity: Mapping[str, Any]) -> Literal["new", "same"]:
