@@ -91,8 +91,10 @@ def main() -> None:
     data = FORMATS[args.format](args.data)
     test_data = FORMATS[args.test_format](args.test_data) if args.test_data else None
     model = load_sam("litemedsam")
-    settings = ReproduceSettings.for_budget("converged", out=args.run)
     with tempfile.TemporaryDirectory() as root:  # an empty cache: encoding is priced too
+        # the capped estimate of the whole run, as before its start: ``out`` is not args.run,
+        # whose finished folds the estimate would leave out
+        settings = ReproduceSettings.for_budget("converged", out=Path(root) / "fresh")
         cache = EmbeddingCache(root, progress=False, backend=args.encoder_backend)
         control = load_sam(settings.control or "random:tiny", seed=settings.seed)
         if args.unit_costs is not None:
