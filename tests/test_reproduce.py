@@ -135,6 +135,30 @@ def check_cross_dataset_rows(out: Path, results: dict) -> None:
         assert (row["f1_mean"], row["f1_std"]) == pytest.approx((np.mean(means), np.std(means)))
 
 
+def check_results_tables(out: Path) -> None:
+    """benchmarks/results_tables.py prints the folder's own numbers: every fine-tuned and
+    cross-dataset fold's F1, epochs and threshold, and each summary row."""
+    script = Path(__file__).parents[1] / "benchmarks" / "results_tables.py"
+    printed = subprocess.run(
+        [sys.executable, str(script), "--run", str(out), "--paper", "montgomery"],
+        capture_output=True, text=True, check=True, cwd=script.parent,
+    ).stdout  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    for sub in ("finetune", "cross_dataset_folds"):
+        for label in results["finetuned"]:
+            folds = [
+                json.loads(p.read_text())
+                for p in sorted((out / sub / label).glob("fold_*/metrics.json"))
+            ]
+            assert " / ".join(f"{f['f1_mean']:.4f}" for f in folds) in printed
+            if sub == "finetune":
+                assert " / ".join(f"{f['threshold']:.2f}" for f in folds) in printed
+                assert " / ".join(str(len(f["history"])) for f in folds) in printed
+    for row in [*results["zero_shot"].values(), results["unet"], results["control"]]:
+        assert f"- {format_pm(row['f1_mean'], row['f1_std'])}\n" in printed
+    assert printed.count(".. list-table::") == 6 and "0.943 ± 0.007" in printed
+
+
 @pytest.mark.slow
 def test_reproduce_quick_is_resumable_and_consistent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -203,6 +227,7 @@ def test_reproduce_quick_is_resumable_and_consistent(
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("estimated wall time on this machine: 0 s (embedding 0 s); ")
     assert f"; {folds} finished sub-run folds left out;" in first
+    check_results_tables(out)
     # --estimate on the finished folder: nothing left but the probe cache's embedding
     estimate = [*rerun, "--estimate", "--cache", str(tmp_path / "probe_cache")]
     assert main(estimate) == 0
