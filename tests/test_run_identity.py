@@ -37,7 +37,7 @@ from samprompt.data.readers import FolderDataset
 from samprompt.plugins import register_plugin
 from samprompt.protocols import cross_validate
 from samprompt.run_identity import differences
-from samprompt.runs import RunFolder
+from samprompt.runs import RUN_FILE, RunFolder, holds_run
 from tests.conftest import count_encoder_calls
 
 
@@ -331,3 +331,17 @@ def test_ambiguous_ids_and_orphan_masks_are_reported(tmp_path: Path) -> None:
     Image.open(first).convert("RGB").save(first.with_suffix(".jpg"))
     with pytest.raises(Exception, match="share the id"):
         FolderDataset(root)
+
+
+def test_holds_run_says_whether_a_folder_records_this_run_without_claiming_it(
+    tmp_path: Path,
+) -> None:
+    identity = {"settings": {"epochs": 3, "lrs": (1e-4, 1e-3)}, "data": "abc"}
+    assert not holds_run(tmp_path / "absent", identity)
+    assert RunFolder.claim(tmp_path / "run", identity).status == "new"
+    record = (tmp_path / "run" / RUN_FILE).read_text()
+    assert holds_run(tmp_path / "run", identity)  # tuples read back as lists still match
+    assert not holds_run(tmp_path / "run", {**identity, "data": "abd"})
+    assert (tmp_path / "run" / RUN_FILE).read_text() == record  # nothing rewritten
+    (tmp_path / "run" / RUN_FILE).write_text("{not json")
+    assert not holds_run(tmp_path / "run", identity)
