@@ -116,8 +116,8 @@ class LabelEfficiencySettings:
     def resolved_sizes(self, n: int) -> list[int]:
         """The sizes on ``n`` images, None resolved to the full split, sorted, each checked.
 
-        >>> LabelEfficiencySettings(sizes=(64, None, 8)).resolved_sizes(100)
-        [8, 60]
+        >>> LabelEfficiencySettings(sizes=(32, None, 8, 32)).resolved_sizes(100)
+        [8, 32, 60]
         """
         full = self.full(n)
         sizes = sorted({full if s is None else s for s in self.sizes})
