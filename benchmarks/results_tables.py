@@ -1,10 +1,13 @@
-"""docs/results.rst's tables of a finished ``samprompt reproduce`` folder, as reStructuredText.
+"""docs/results.rst's tables of a finished ``samprompt reproduce`` or ``label-efficiency`` folder,
+as reStructuredText.
 
-Reads the folder's results.json and each fold's own metrics.json (fold F1, epochs trained,
-threshold) and prints the list-tables of the results page: zero-shot, the lr x weight-decay
-grid, the fine-tuned prompt types, the threshold sweep, the cross-dataset test with the fold
-models and the comparison, each with the paper's figure beside ours where the paper has one
-(``--paper``). Every number printed comes from the folder: nothing is typed in by hand.
+``--run``: reads the reproduce folder's results.json and each fold's own metrics.json (fold F1,
+epochs trained, threshold) and prints the list-tables of the results page: zero-shot, the lr x
+weight-decay grid, the fine-tuned prompt types, the threshold sweep, the cross-dataset test with
+the fold models and the comparison, each with the paper's figure beside ours where the paper has
+one (``--paper``). ``--label-efficiency``: one table per method (fine-tuned decoder, U-Net) with a
+row per finished training size, from each size's sub-run and its folds. Every number printed
+comes from the folder: nothing is typed in by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from _util import run_main
 
 from samprompt.errors import ConfigError
+from samprompt.label_efficiency import LabelEfficiencySettings
 from samprompt.report import format_pm
 
 LABELS = {
@@ -161,10 +165,53 @@ def tables(run: Path, paper_set: str) -> list[str]:
     return [*found, comparison(run, results, paper)]
 
 
+def _size_row(sub: Path) -> list[str]:
+    identity = json.loads((sub / "run.json").read_text())
+    summary = json.loads((sub / "metrics.json").read_text())
+    folds = _folds(sub.parent, sub.name)
+    size = identity["train_size"]
+    full = LabelEfficiencySettings(k=identity["k"]).full(identity["data"]["n"])
+    return [
+        f"{size} (all)" if size == full else str(size), str(identity["config"]["epochs"]),
+        _pm(summary), _pm(summary, "iou"), _per_fold(folds, "f1_mean", ".4f"),
+        _per_fold(folds, "threshold", ".2f"),
+    ]  # fmt: skip
+
+
+def label_efficiency(run: Path) -> list[str]:
+    """One table per method of a ``samprompt label-efficiency`` folder, a row per finished size."""
+    found = []
+    for prefix in ("sam", "unet"):
+        subs = sorted(
+            (p for p in run.glob(f"{prefix}_*") if (p / "metrics.json").is_file()),
+            key=lambda p: int(p.name.split("_")[1]),
+        )
+        if not subs:
+            continue
+        strategy = json.loads((subs[0] / "run.json").read_text()).get("strategy", {})
+        method = f"fine-tuned decoder, ``{strategy['name']}``" if prefix == "sam" else "U-Net"
+        k = len(_folds(run, subs[0].name))
+        title = (
+            f"{method}: test F1 and IoU against the number of labelled training images, mean ± "
+            f"std over {k} folds (256 frame), the threshold chosen on validation per fold"
+        )
+        header = ["training images", "epochs", "F1 (Dice)", "IoU", "folds", "thresholds"]
+        found.append(list_table(title, header, [_size_row(sub) for sub in subs]))
+    if not found:
+        raise ConfigError(
+            f"{run}: no finished sub-run; is it a `samprompt label-efficiency` folder?"
+        )
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "--run", type=Path, required=True, help="a finished `samprompt reproduce` folder"
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="a finished `samprompt reproduce` folder")
+    which.add_argument(
+        "--label-efficiency",
+        type=Path,
+        help="a `samprompt label-efficiency` folder (its finished sizes)",
     )
     p.add_argument(
         "--paper",
@@ -173,7 +220,10 @@ def main() -> None:
         help="whose paper figures to show beside ours",
     )
     args = p.parse_args()
-    print("\n".join(tables(args.run, args.paper)))
+    if args.label_efficiency is not None:
+        print("\n".join(label_efficiency(args.label_efficiency)))
+    else:
+        print("\n".join(tables(args.run, args.paper)))
 
 
 if __name__ == "__main__":

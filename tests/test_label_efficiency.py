@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import attrs
@@ -20,6 +22,7 @@ from samprompt.label_efficiency import (
     label_efficiency_plan,
     scaled_epochs,
 )
+from samprompt.report import format_pm
 from samprompt.reproduce_plan import UnitCosts
 
 
@@ -70,6 +73,31 @@ def test_subsets_are_nested_fixed_folds_and_shared_by_both_methods(
     assert f"| {full} (all) |" in table and "| 2 |" in table
     assert (tmp_path / "label_efficiency.png").stat().st_size > 10_000
     assert len(json.loads((tmp_path / "results.json").read_text())) == 6
+    check_results_tables(tmp_path, rows, runs, full)
+
+
+def check_results_tables(out: Path, rows: list, runs: dict, full: int) -> None:
+    """benchmarks/results_tables.py --label-efficiency prints each size's row from the folder:
+    summary, epochs, every fold's F1 and threshold, the full split marked "(all)"."""
+    script = Path(__file__).parents[1] / "benchmarks" / "results_tables.py"
+    printed = subprocess.run(
+        [sys.executable, str(script), "--label-efficiency", str(out)],
+        capture_output=True, text=True, check=True, cwd=script.parent,
+    ).stdout  # fmt: skip
+    sam, unet = printed.split(".. list-table:: U-Net")
+    assert sam.startswith(".. list-table:: fine-tuned decoder, ``mean-points``")
+    for row in rows:
+        table = sam if row.method.startswith("SAM") else unet
+        folds = [
+            f for _, f in sorted(runs[("sam" if table is sam else "unet", row.images)].items())
+        ]
+        label = f"{row.images} (all)" if row.images == full else str(row.images)
+        cells = [
+            label, str(row.epochs), format_pm(*row.f1), format_pm(*row.iou),
+            " / ".join(f"{f['f1_mean']:.4f}" for f in folds),
+            " / ".join(f"{f['threshold']:.2f}" for f in folds),
+        ]  # fmt: skip
+        assert f"   * - {cells[0]}\n" + "".join(f"     - {c}\n" for c in cells[1:]) in table
 
 
 def test_nested_subset_and_epoch_scaling() -> None:
