@@ -188,8 +188,12 @@ def label_efficiency(run: Path) -> list[str]:
         )
         if not subs:
             continue
-        strategy = json.loads((subs[0] / "run.json").read_text()).get("strategy", {})
-        method = f"fine-tuned decoder, ``{strategy['name']}``" if prefix == "sam" else "U-Net"
+        identity = json.loads((subs[0] / "run.json").read_text())
+        method = (
+            f"fine-tuned decoder, ``{identity['strategy']['name']}``"
+            if prefix == "sam"
+            else "U-Net"
+        )
         k = len(_folds(run, subs[0].name))
         title = (
             f"{method}: test F1 and IoU against the number of labelled training images, mean ± "
