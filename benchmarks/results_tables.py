@@ -1,12 +1,14 @@
-"""docs/results.rst's tables of a finished ``samprompt reproduce`` or ``label-efficiency`` folder,
-as reStructuredText.
+"""docs/results.rst's tables of a ``samprompt reproduce`` or ``label-efficiency`` folder, as
+reStructuredText.
 
 ``--run``: reads the reproduce folder's results.json and each fold's own metrics.json (fold F1,
 epochs trained, threshold) and prints the list-tables of the results page: zero-shot, the lr x
 weight-decay grid, the fine-tuned prompt types, the threshold sweep, the cross-dataset test with
 the fold models and the comparison, each with the paper's figure beside ours where the paper has
-one (``--paper``). ``--label-efficiency``: one table per method (fine-tuned decoder, U-Net) with a
-row per finished training size, from each size's sub-run and its folds. Every number printed
+one (``--paper``). Of a reproduce run still going (no results.json yet), it prints the fine-tuned
+prompt types whose folds have all finished. ``--label-efficiency``: one table per method
+(fine-tuned decoder, U-Net) with a row per finished training size, from each size's sub-run and
+its folds. Every number printed
 comes from the folder: nothing is typed in by hand.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ LABELS = {
     "box": "box (oracle)",
     "both": "points + box (oracle)",
 }
+FINETUNED = "Fine-tuned mask decoder (paper Tables 7/8)"
 ZERO_SHOT_RANGE = "0.72-0.86 (range of its zero-shot figures)"
 #: Carvalho & Almeida's figures (SAM ViT-B, their splits); the U-Nets are quoted from other works.
 PAPER: dict[str, dict[str, str]] = {
@@ -88,17 +92,25 @@ def grid(results: dict[str, Any]) -> str:
     )
 
 
-def finetuned(run: Path, results: dict[str, Any], paper: dict[str, str]) -> str:
+def finetuned(run: Path, paper: dict[str, str], title: str = FINETUNED) -> str:
+    """The fine-tuned prompt types whose sub-run has finished (all of them once the run has)."""
     rows = []
-    for label, row in results["finetuned"].items():
+    for label in _finished(run, "finetune"):
+        summary = json.loads((run / "finetune" / label / "metrics.json").read_text())
         folds = _folds(run, f"finetune/{label}")
         rows.append([
-            LABELS[label], _pm(row, digits=4), _pm(row, "iou"), _per_fold(folds, "f1_mean", ".4f"),
-            _per_fold(folds, "epochs", "d"), _per_fold(folds, "threshold", ".2f"),
-            paper.get(f"finetuned/{label}", "—"),
+            LABELS.get(label, label), _pm(summary, digits=4), _pm(summary, "iou"),
+            _per_fold(folds, "f1_mean", ".4f"), _per_fold(folds, "epochs", "d"),
+            _per_fold(folds, "threshold", ".2f"), paper.get(f"finetuned/{label}", "—"),
         ])  # fmt: skip
     header = ["prompt", "F1 (Dice)", "IoU", "folds", "epochs", "thresholds", "paper"]
-    return list_table("Fine-tuned mask decoder (paper Tables 7/8)", header, rows)
+    return list_table(title, header, rows)
+
+
+def _finished(run: Path, phase: str) -> list[str]:
+    """Labels of the finished sub-runs of one phase, the paper's prompt types first."""
+    labels = [p.parent.name for p in (run / phase).glob("*/metrics.json")]
+    return sorted(labels, key=lambda k: (list(LABELS).index(k) if k in LABELS else len(LABELS), k))
 
 
 def sweep(results: dict[str, Any]) -> str:
@@ -148,16 +160,23 @@ def comparison(run: Path, results: dict[str, Any], paper: dict[str, str]) -> str
 
 
 def tables(run: Path, paper_set: str) -> list[str]:
-    """Every table of ``run``, in the results page's order."""
+    """Every table of ``run``, in the results page's order; of a run still going, the fine-tuned
+    prompt types finished so far."""
     path = run / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; is {run} a finished `samprompt reproduce` folder?")
-    results = json.loads(path.read_text())
     paper = PAPER[paper_set]
+    if not path.is_file():
+        if not (run / "run.json").is_file() or not _finished(run, "finetune"):
+            raise ConfigError(
+                f"{path}: not found, nor a finished fine-tuned prompt type; is {run} a "
+                "`samprompt reproduce` folder?"
+            )
+        print(f"{run} is not finished: the fine-tuned prompt types so far", file=sys.stderr)
+        return [finetuned(run, paper, f"{FINETUNED}, finished so far")]
+    results = json.loads(path.read_text())
     found = [
         zero_shot(results, paper),
         grid(results),
-        finetuned(run, results, paper),
+        finetuned(run, paper),
         sweep(results),
     ]
     if results["cross_dataset"]:
@@ -211,7 +230,11 @@ def label_efficiency(run: Path) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="a finished `samprompt reproduce` folder")
+    which.add_argument(
+        "--run",
+        type=Path,
+        help="a `samprompt reproduce` folder (unfinished: its finished fine-tuned prompt types)",
+    )
     which.add_argument(
         "--label-efficiency",
         type=Path,

@@ -157,6 +157,18 @@ def check_results_tables(out: Path) -> None:
     for row in [*results["zero_shot"].values(), results["unet"], results["control"]]:
         assert f"- {format_pm(row['f1_mean'], row['f1_std'])}\n" in printed
     assert printed.count(".. list-table::") == 6 and "0.943 ± 0.007" in printed
+    # the same folder before results.json: only the fine-tuned table, the same rows
+    (out / "results.json").rename(out / "results.later")
+    try:
+        partial = subprocess.run(
+            [sys.executable, str(script), "--run", str(out), "--paper", "montgomery"],
+            capture_output=True, text=True, check=True, cwd=script.parent,
+        )  # fmt: skip
+    finally:
+        (out / "results.later").rename(out / "results.json")
+    table = partial.stdout.split("\n", 1)[1]
+    assert partial.stdout.count(".. list-table::") == 1 and table in printed
+    assert "not finished" in partial.stderr and table.count("   * - ") == 4
 
 
 @pytest.mark.slow
