@@ -8,8 +8,7 @@ the fold models and the comparison, each with the paper's figure beside ours whe
 one (``--paper``). Of a reproduce run still going (no results.json yet), it prints the fine-tuned
 prompt types whose folds have all finished. ``--label-efficiency``: one table per method
 (fine-tuned decoder, U-Net) with a row per finished training size, from each size's sub-run and
-its folds. Every number printed
-comes from the folder: nothing is typed in by hand.
+its folds. Every number printed comes from the folder: nothing is typed in by hand.
 """
 
 from __future__ import annotations
