@@ -4,12 +4,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from samprompt import Evaluator, MeanMaskPrior
 from samprompt.baselines import UNetConfig, load_unet_model, train_unet
 from samprompt.cli import main
 from samprompt.data import make_phantoms, write_folder_dataset
+from samprompt.errors import CheckpointError
+from samprompt.runs import CHECKPOINT, RunFolder
+from samprompt.training.unet_step import UNetStep
 
 
 def test_unet_learns_phantoms_and_round_trips(tmp_path: Path) -> None:
@@ -119,3 +124,38 @@ def test_unet_keeps_colour_images_in_colour(tmp_path: Path) -> None:
         ).model.config.in_channels
         == 1
     )
+
+
+def test_unet_fold_resumes_after_the_last_finished_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A U-Net in a run folder killed in its third epoch trains only that epoch again, and ends
+    with the weights, history and threshold of an uninterrupted run."""
+    data = make_phantoms(10, 48, seed=21)
+    config = UNetConfig(epochs=3, batch_size=4)
+    identity = {"test": "unet resume"}
+    with RunFolder.claim(tmp_path / "whole", identity) as folder:
+        whole = train_unet(data[:6], data[6:], config, out_dir=folder, progress=False)
+
+    trained: list[int] = []
+    original = UNetStep.train_epoch
+
+    def counting(self: UNetStep, epoch: int) -> float:
+        trained.append(epoch)
+        if epoch == 2 and len(trained) == 3:
+            raise KeyboardInterrupt  # killed during the third epoch
+        return original(self, epoch)
+
+    monkeypatch.setattr(UNetStep, "train_epoch", counting)
+    with pytest.raises(KeyboardInterrupt), RunFolder.claim(tmp_path / "parts", identity) as folder:
+        train_unet(data[:6], data[6:], config, out_dir=folder, progress=False)
+    assert (tmp_path / "parts" / CHECKPOINT).is_file()
+    with RunFolder.claim(tmp_path / "parts", identity) as folder:
+        resumed = train_unet(data[:6], data[6:], config, out_dir=folder, progress=False)
+    assert trained == [0, 1, 2, 2]  # the resumed call trained the third epoch only
+    assert [r.val_loss for r in resumed.history] == [r.val_loss for r in whole.history]
+    assert resumed.model.threshold == whole.model.threshold
+    for name, tensor in whole.model.net.state_dict().items():
+        assert torch.equal(resumed.model.net.state_dict()[name], tensor), name
+    with pytest.raises(CheckpointError, match="another run"):
+        RunFolder(tmp_path / "parts", {"test": "other"}, "same").load_checkpoint({"test": "x"})

@@ -27,8 +27,9 @@ from samprompt.errors import CheckpointError, ConfigError
 from samprompt.evaluate import DEFAULT_THRESHOLDS, Evaluator, SweepResult
 from samprompt.frames import LOW_RES, check_resolution, low_res_target, valid_shape
 from samprompt.hashing import file_sha256
+from samprompt.runs import RunFolder
 from samprompt.saved import FORMAT, FORMAT_VERSION, check_weights_hash, read_model_json
-from samprompt.training.loop import run_epochs, track_best
+from samprompt.training.loop import EpochHandler, checkpoint_every, run_epochs, track_best
 from samprompt.training.records import EpochRecord, loss_function
 from samprompt.training.state import RunState
 from samprompt.training.unet_step import UNetStep
@@ -180,12 +181,17 @@ def train_unet(
     val: Dataset | Sequence[Sample],
     config: UNetConfig | None = None,
     *,
-    out_dir: str | Path | None = None,
+    out_dir: str | Path | RunFolder | None = None,
     progress: bool = True,
 ) -> UNetFit:
     """Train the U-Net from scratch with MONAI ``DiceFocalLoss`` in the loop SAM's decoder trains
     in (:mod:`samprompt.training`); keep the epoch with the lowest validation loss; pick the
-    threshold on validation. With ``out_dir``, write the model folder there."""
+    threshold on validation. With ``out_dir``, write the model folder there.
+
+    A claimed :class:`~samprompt.runs.RunFolder` (a protocol's fold) also keeps a checkpoint
+    after every epoch and continues from the one it holds, so an interrupted fold loses only the
+    epoch in progress (on CPU the resumed run ends with the weights of an uninterrupted one); the
+    caller's :meth:`~samprompt.runs.RunFolder.finish` drops it."""
     config = config or UNetConfig()
     train_ds, val_ds = as_dataset(train), as_dataset(val)
     if config.in_channels is None:
@@ -205,11 +211,12 @@ def train_unet(
         device=config.device,
         lr=config.lr,
     )
+    folder = out_dir if isinstance(out_dir, RunFolder) else None
     state = run_epochs(
         step,
-        RunState(net, optimizer),
+        _initial_state(net, optimizer, folder),
         epochs=config.epochs,
-        handlers=[track_best("val_loss")],
+        handlers=_handlers(folder, config.epochs),
         desc="U-Net",
         progress=progress,
     )
@@ -219,8 +226,31 @@ def train_unet(
     model.threshold = sweep.best_threshold
     if out_dir is not None:
         history = [attrs.asdict(r) for r in state.history]
-        model.save(out_dir, {"history": history, "sweep": sweep.rows()})
+        root = out_dir.root if isinstance(out_dir, RunFolder) else out_dir
+        model.save(root, {"history": history, "sweep": sweep.rows()})
     return UNetFit(model, tuple(state.history), sweep)
+
+
+def _initial_state(
+    net: UNet, optimizer: torch.optim.Optimizer, folder: RunFolder | None
+) -> RunState:
+    """A fresh state, or the one ``folder``'s checkpoint holds (refused if another run's)."""
+    if folder is None:
+        return RunState(net, optimizer)
+    checkpoint = folder.load_checkpoint(folder.identity)
+    if checkpoint is None:
+        return RunState(net, optimizer, folder.identity)
+    return RunState.from_checkpoint(checkpoint, net, optimizer)
+
+
+def _handlers(folder: RunFolder | None, epochs: int) -> list[EpochHandler]:
+    """Best epoch by validation loss; with a run folder, a checkpoint after every epoch."""
+    handlers = [track_best("val_loss")]
+    if folder is not None:
+        handlers.append(
+            checkpoint_every(1, epochs, lambda s: folder.save_checkpoint(s.to_checkpoint()))
+        )
+    return handlers
 
 
 def load_unet_model(folder: str | Path, *, device: str = "cpu") -> UNetSegmenter:

@@ -606,8 +606,7 @@ def unet_cross_validate(
     unet_config = config or UNetConfig(seed=seed)
 
     def fit(train: Dataset, val: Dataset, fold_dir: RunFolder | None) -> FoldFit:
-        out = fold_dir.root if fold_dir is not None else None
-        fitted = train_unet(train, val, unet_config, out_dir=out, progress=progress)
+        fitted = train_unet(train, val, unet_config, out_dir=fold_dir, progress=progress)
         history = tuple(attrs.asdict(r) for r in fitted.history)
         return FoldFit(fitted.model, fitted.model.threshold, history, tuple(fitted.sweep.rows()))
 
